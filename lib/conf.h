@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The configuration: an INI file parsed into one immutable struct crd_config.
+ *
+ * Loading reports every problem in the file, not only the first, each as
+ * "FILE:LINE: [section] key = 'value': problem; fix". Secrets are read from
+ * the files the configuration names, or from $CREDENTIALS_DIRECTORY, into
+ * struct crd_secret; the main file never contains them.
+ *
+ * A loaded struct crd_config is never modified, so any thread may read it
+ * without locking. A reload builds a new one and swaps the pointer.
+ */
+#ifndef CRD_CONF_H
+#define CRD_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "log.h"
+#include "secret.h"
+
+#define CRD_CONFIG_DEFAULT_PATH "/etc/callrecd/callrecd.conf"
+
+enum crd_cloud {
+    CRD_CLOUD_GLOBAL,
+    CRD_CLOUD_USGOV,     /* US Gov L4 (GCC High) */
+    CRD_CLOUD_USGOVDOD,  /* US Gov L5 (DoD) */
+    CRD_CLOUD_CHINA,     /* 21Vianet: has no call records API, rejected by validation */
+    CRD_CLOUD__COUNT
+};
+
+enum crd_durability {
+    CRD_DURABILITY_PROCESS,  /* survives a killed process: WAL with synchronous=NORMAL */
+    CRD_DURABILITY_FULL,     /* survives power loss: synchronous=FULL */
+    CRD_DURABILITY__COUNT
+};
+
+enum crd_sink_type {
+    CRD_SINK_FILE,
+    CRD_SINK_STDOUT,
+    CRD_SINK_TYPE__COUNT
+};
+
+enum crd_fsync_policy {
+    CRD_FSYNC_NEVER,   /* leave flushing to the kernel */
+    CRD_FSYNC_RECORD,  /* fsync after every record */
+    CRD_FSYNC__COUNT
+};
+
+struct crd_config_sink {
+    char *name;            /* from "[sink NAME]" */
+    enum crd_sink_type type;
+    char *path;            /* file: the JSON Lines file */
+    enum crd_fsync_policy fsync;
+    unsigned line;         /* line of the section header, for messages */
+};
+
+struct crd_config {
+    char *path;  /* the file this was loaded from */
+
+    struct {
+        char *tenant;                     /* GUID or domain name */
+        char *client_id;                  /* GUID */
+        char *client_secret_file;         /* NULL when the secret came from $CREDENTIALS_DIRECTORY */
+        struct crd_secret *client_secret; /* never NULL after a successful load */
+        enum crd_cloud cloud;
+        char *login_url;                  /* cloud default unless overridden, no trailing slash */
+        char *graph_url;                  /* cloud default unless overridden, no trailing slash */
+        char *ca_file;                    /* NULL: the system trust store */
+        char *proxy;                      /* NULL: libcurl's environment defaults */
+    } graph;
+
+    struct {
+        char *address;                    /* numeric IPv4 or IPv6 address */
+        uint16_t port;
+        bool tls;                         /* false behind a TLS-terminating proxy */
+        char *tls_certificate_file;
+        char *tls_certificate;            /* PEM, read at load time; NULL when tls is off */
+        char *tls_key_file;               /* NULL when the key came from $CREDENTIALS_DIRECTORY */
+        struct crd_secret *tls_key;       /* PEM; NULL when tls is off */
+        char *notification_path;          /* starts with '/' */
+        char *lifecycle_path;             /* starts with '/' */
+        char *public_url;                 /* https base URL that Graph posts to, no trailing slash */
+        unsigned connection_timeout_s;
+        unsigned max_connections;
+        unsigned max_connections_per_ip;
+        size_t max_body_size;             /* bytes */
+        unsigned max_notifications;       /* items per notification collection */
+        unsigned threads;                 /* listener threads */
+    } listener;
+
+    struct {
+        char *resource;
+        char *change_type;
+        unsigned lifetime_min;            /* 45 to 4230 */
+        unsigned renew_before_min;        /* default: a quarter of lifetime_min */
+        char *client_state_file;          /* NULL: from $CREDENTIALS_DIRECTORY or the store */
+        struct crd_secret *client_state;  /* NULL: generated once and kept in the store */
+    } subscription;
+
+    struct {
+        char *state_directory;
+        enum crd_durability durability;
+    } store;
+
+    struct {
+        unsigned workers;
+    } fetch;
+
+    struct {
+        enum crd_log_level level;
+        unsigned debug_mask;              /* 1 << enum crd_log_subsystem */
+    } log;
+
+    struct crd_config_sink *sinks;
+    size_t n_sinks;
+};
+
+enum crd_diagnostic_severity {
+    CRD_DIAGNOSTIC_WARNING,
+    CRD_DIAGNOSTIC_ERROR,
+};
+
+/* One problem found while loading, already formatted as "FILE:LINE: ...". */
+struct crd_diagnostic {
+    enum crd_diagnostic_severity severity;
+    unsigned line;      /* 0 when the problem is not tied to a line */
+    char *section;      /* NULL when not tied to a section */
+    char *key;          /* NULL when not tied to a key */
+    char *message;
+};
+
+struct crd_diagnostics {
+    struct crd_diagnostic *items;
+    size_t n_items;
+    size_t n_errors;
+    size_t n_warnings;
+};
+
+/*
+ * Environment that influences loading, so tests need not change the real one.
+ * credentials_directory: $CREDENTIALS_DIRECTORY, or NULL.
+ * state_directory: $STATE_DIRECTORY (systemd's StateDirectory=), or NULL.
+ */
+struct crd_config_env {
+    const char *credentials_directory;
+    const char *state_directory;
+};
+
+/*
+ * Loads and validates the file at path. On success returns 0 and sets
+ * *ret_config, which the caller frees with crd_config_free(). Returns -EINVAL
+ * when the file has errors, -errno when it cannot be read. Either way every
+ * problem found, errors and warnings, is appended to diag, which the caller
+ * frees with crd_diagnostics_clear(). env may be NULL. Thread-safe.
+ */
+int crd_config_load(const char *path, const struct crd_config_env *env,
+                    struct crd_config **ret_config, struct crd_diagnostics *diag);
+
+/* Frees the config and wipes its secrets. Accepts NULL. */
+void crd_config_free(struct crd_config *config);
+
+void crd_diagnostics_clear(struct crd_diagnostics *diag);
+
+/* The name used in the file for each enum value ("usgovdod", "process", "file", ...). */
+const char *crd_cloud_name(enum crd_cloud cloud);
+const char *crd_durability_name(enum crd_durability durability);
+const char *crd_sink_type_name(enum crd_sink_type type);
+
+#endif
