@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The HTTP(S) endpoint that Microsoft Graph talks to, built on libmicrohttpd:
+ *
+ *   POST <notification path>?validationToken=T   200 text/plain, body T (URL-decoded)
+ *   POST <notification path>                     change notifications: jobs committed, then 202
+ *   POST <lifecycle path>[?validationToken=T]    lifecycle notifications: logged, 202
+ *   GET  /healthz                                200 while the listener runs
+ *
+ * The event loop is libmicrohttpd's poll() mode with its own threads. Its
+ * epoll mode, which MHD_USE_AUTO picks on Linux, keeps a core busy while a
+ * client stalls in the TLS handshake (seen with libmicrohttpd 0.9.75 and
+ * GnuTLS). poll() mode does not, and tests/test_stall.c checks that.
+ *
+ * Thread safety: start and stop from one thread; the counters may be read
+ * from any thread at any time.
+ */
+#ifndef CRD_LISTENER_H
+#define CRD_LISTENER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "error.h"
+#include "secret.h"
+#include "store.h"
+
+struct crd_listener;
+
+struct crd_listener_options {
+    const struct crd_config *config;          /* borrowed; must outlive the listener */
+    struct crd_store *store;                  /* borrowed; must outlive the listener */
+    const struct crd_secret *client_state;    /* borrowed; the expected clientState */
+    int listen_fd;                            /* a socket from systemd, or -1 to bind the configured address */
+};
+
+/* Counters since start; each is read and written atomically. */
+struct crd_listener_counters {
+    atomic_uint_fast64_t requests;
+    atomic_uint_fast64_t validations;
+    atomic_uint_fast64_t notifications_accepted;       /* items turned into jobs */
+    atomic_uint_fast64_t notifications_ignored;        /* valid items that need no job */
+    atomic_uint_fast64_t notifications_invalid;        /* items dropped as malformed */
+    atomic_uint_fast64_t client_state_mismatches;      /* items dropped for a wrong or missing clientState */
+    atomic_uint_fast64_t lifecycle_events;
+    atomic_uint_fast64_t rejected_requests;            /* answered 4xx */
+    atomic_uint_fast64_t store_failures;               /* answered 503 */
+};
+
+/*
+ * Binds (or adopts listen_fd) and starts serving. On success the caller owns
+ * *ret_listener and stops it with crd_listener_stop(). listen_fd is owned by
+ * the listener from this call on, also on failure.
+ */
+int crd_listener_start(const struct crd_listener_options *options,
+                       struct crd_listener **ret_listener, struct crd_error *err);
+
+/* The local port actually bound, which differs from the configured one when that is 0. */
+uint16_t crd_listener_port(const struct crd_listener *listener);
+
+const struct crd_listener_counters *crd_listener_counters(const struct crd_listener *listener);
+
+/*
+ * Stops accepting connections, waits for the handler threads to finish the
+ * requests in progress, and frees the listener. Accepts NULL.
+ */
+void crd_listener_stop(struct crd_listener *listener);
+
+/*
+ * Decodes one application/x-www-form-urlencoded component: "+" becomes a
+ * space and "%XX" the byte XX. Writes at most out_size - 1 bytes plus a NUL.
+ * Returns the decoded length, -EINVAL for a malformed escape, or -E2BIG when
+ * the result does not fit.
+ */
+int crd_listener_form_decode(const char *in, size_t in_len, char *out, size_t out_size);
+
+#endif
