@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fakegraph: emulates Microsoft Graph for the tests and the demo. This file
+ * parses the command line. fakegraph_validate.c and fakegraph_notify.c
+ * build the requests, and fakegraph_http.c sends them.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "fakegraph.h"
+#include "util.h"
+
+/* The ids of the committed notification fixtures, so generated items match them. */
+#define DEFAULT_TENANT "2a37c3b7-f073-59a1-b249-42c4e33881c2"
+#define DEFAULT_SUBSCRIPTION "feb91fbe-efd9-5607-b1bc-af06b720e001"
+#define DEFAULT_CLIENT_STATE "cr-4b8e1f0c9d2a47e6b3c5a7d9e1f20384"
+
+#define GENERATE_MAX 10000
+#define REPEAT_MAX 100000
+
+enum option_id {
+    OPTION_URL,
+    OPTION_TOKEN,
+    OPTION_CAFILE,
+    OPTION_FILE,
+    OPTION_GENERATE,
+    OPTION_PRINT_IDS,
+    OPTION_TENANT,
+    OPTION_SUBSCRIPTION,
+    OPTION_CLIENT_STATE,
+    OPTION_EXPECT,
+    OPTION_REPEAT,
+    OPTION_NEW_CONNECTION,
+};
+
+struct option_spec {
+    const char *name;
+    enum option_id id;
+    bool has_value;
+};
+
+static const struct option_spec validate_specs[] = {
+    {"--url", OPTION_URL, true},
+    {"--token", OPTION_TOKEN, true},
+    {"--cafile", OPTION_CAFILE, true},
+};
+
+static const struct option_spec notify_specs[] = {
+    {"--url", OPTION_URL, true},
+    {"--cafile", OPTION_CAFILE, true},
+    {"--file", OPTION_FILE, true},
+    {"--generate", OPTION_GENERATE, true},
+    {"--print-ids", OPTION_PRINT_IDS, false},
+    {"--tenant", OPTION_TENANT, true},
+    {"--subscription", OPTION_SUBSCRIPTION, true},
+    {"--client-state", OPTION_CLIENT_STATE, true},
+    {"--expect", OPTION_EXPECT, true},
+    {"--repeat", OPTION_REPEAT, true},
+    {"--new-connection", OPTION_NEW_CONNECTION, false},
+};
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static void print_usage(FILE *stream)
+{
+    fputs("Usage: fakegraph COMMAND [OPTION...]\n"
+          "Sends requests as Microsoft Graph does, to a callrecd listener on loopback.\n"
+          "\n"
+          "fakegraph validate --url URL --token TOKEN [--cafile FILE]\n"
+          "  Sends the subscription validation handshake: a POST to\n"
+          "  URL?validationToken=TOKEN (percent-encoded) with an empty text/plain body.\n"
+          "  Passes when the response is 200, text/plain, and its body is TOKEN exactly.\n"
+          "\n"
+          "fakegraph notify --url URL (--file FILE | --generate N) [OPTION...]\n"
+          "  POSTs a changeNotificationCollection as application/json.\n"
+          "  --file FILE           send the bytes of FILE unchanged\n"
+          "  --generate N          send N \"updated\" items for random call ids (1 to 10000)\n"
+          "  --print-ids           with --generate: print each call id on its own line first\n"
+          "  --tenant GUID         tenantId of generated items\n"
+          "                        (default " DEFAULT_TENANT ")\n"
+          "  --subscription GUID   subscriptionId of generated items\n"
+          "                        (default " DEFAULT_SUBSCRIPTION ")\n"
+          "  --client-state TEXT   clientState of generated items\n"
+          "                        (default " DEFAULT_CLIENT_STATE ")\n"
+          "  --expect STATUS       HTTP status every response must have (default 202)\n"
+          "  --repeat K            send the body K times over one connection (default 1)\n"
+          "  --new-connection      open a new connection for each request\n"
+          "  Prints \"notify: HTTP <status>\" for each response.\n"
+          "\n"
+          "fakegraph help\n"
+          "  Prints this text.\n"
+          "\n"
+          "Options of validate and notify:\n"
+          "  --url URL             listener URL; its host must be 127.0.0.1, [::1] or localhost\n"
+          "  --cafile FILE         trust only this CA (PEM) for https; default: system store\n"
+          "Time limits: 5 s to connect, 15 s per request. Proxy variables are ignored.\n"
+          "Exit status: 0 when every check passed, 1 when a response failed a check,\n"
+          "2 on a usage error, a refused URL or a transport failure.\n",
+          stream);
+}
+
+/*
+ * Reads the option at argv[*index], as "--name value" or "--name=value",
+ * and advances *index past it. *ret_value is "" for an option without a
+ * value. Returns 0 or -EINVAL.
+ */
+static int parse_next_option(int argc, char **argv, int *index, const char *command,
+                             const struct option_spec *specs, size_t spec_count,
+                             enum option_id *ret_id, const char **ret_value, struct crd_error *err)
+{
+    const char *arg = argv[*index];
+    if (strncmp(arg, "--", 2) != 0) {
+        return crd_error_set(err, -EINVAL, "unexpected argument '%s' for '%s'", arg, command);
+    }
+
+    const char *equals = strchr(arg, '=');
+    size_t name_len = equals != NULL ? (size_t)(equals - arg) : strlen(arg);
+    const struct option_spec *spec = NULL;
+    for (size_t i = 0; i < spec_count; i++) {
+        if (strlen(specs[i].name) == name_len && strncmp(specs[i].name, arg, name_len) == 0) {
+            spec = &specs[i];
+            break;
+        }
+    }
+    if (spec == NULL) {
+        return crd_error_set(err, -EINVAL, "unknown option '%.*s' for '%s'", (int)name_len, arg,
+                             command);
+    }
+
+    const char *value = "";
+    if (!spec->has_value) {
+        if (equals != NULL) {
+            return crd_error_set(err, -EINVAL, "option '%s' takes no value", spec->name);
+        }
+    } else if (equals != NULL) {
+        value = equals + 1;
+    } else if (*index + 1 < argc) {
+        *index += 1;
+        value = argv[*index];
+    } else {
+        return crd_error_set(err, -EINVAL, "option '%s' requires a value", spec->name);
+    }
+    if (spec->has_value && value[0] == '\0') {
+        return crd_error_set(err, -EINVAL, "option '%s' requires a non-empty value", spec->name);
+    }
+
+    *index += 1;
+    *ret_id = spec->id;
+    *ret_value = value;
+    return 0;
+}
+
+static int parse_number(const char *option, const char *value, unsigned long min,
+                        unsigned long max, unsigned long *ret_number, struct crd_error *err)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long number = strtoul(value, &end, 10);
+    if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || number < min ||
+        number > max) {
+        return crd_error_set(err, -EINVAL, "invalid %s '%s': expected a number from %lu to %lu",
+                             option, value, min, max);
+    }
+    *ret_number = number;
+    return 0;
+}
+
+static int parse_guid(const char *option, const char *value, const char **ret_value,
+                      struct crd_error *err)
+{
+    if (!crd_guid_is_valid(value, strlen(value))) {
+        return crd_error_set(err, -EINVAL, "invalid %s '%s': expected a GUID such as %s", option,
+                             value, DEFAULT_TENANT);
+    }
+    *ret_value = value;
+    return 0;
+}
+
+static int parse_validate_options(int argc, char **argv,
+                                  struct fakegraph_validate_options *options,
+                                  struct crd_error *err)
+{
+    *options = (struct fakegraph_validate_options){0};
+
+    for (int i = 2; i < argc;) {
+        enum option_id id = OPTION_URL;
+        const char *value = "";
+        int r = parse_next_option(argc, argv, &i, "validate", validate_specs,
+                                  ARRAY_SIZE(validate_specs), &id, &value, err);
+        if (r < 0) {
+            return r;
+        }
+        if (id == OPTION_URL) {
+            options->url = value;
+        } else if (id == OPTION_TOKEN) {
+            options->token = value;
+        } else {
+            options->cafile = value;
+        }
+    }
+
+    if (options->url == NULL || options->token == NULL) {
+        return crd_error_set(err, -EINVAL, "validate requires --url and --token");
+    }
+    return 0;
+}
+
+/* Stores one parsed notify option in options. */
+static int apply_notify_option(enum option_id id, const char *value,
+                               struct fakegraph_notify_options *options, struct crd_error *err)
+{
+    unsigned long number = 0;
+    int r = 0;
+
+    switch (id) {
+    case OPTION_URL:
+        options->url = value;
+        break;
+    case OPTION_CAFILE:
+        options->cafile = value;
+        break;
+    case OPTION_FILE:
+        options->file = value;
+        break;
+    case OPTION_GENERATE:
+        r = parse_number("--generate", value, 1, GENERATE_MAX, &number, err);
+        options->generate_count = (unsigned)number;
+        break;
+    case OPTION_PRINT_IDS:
+        options->print_ids = true;
+        break;
+    case OPTION_TENANT:
+        r = parse_guid("--tenant", value, &options->tenant, err);
+        break;
+    case OPTION_SUBSCRIPTION:
+        r = parse_guid("--subscription", value, &options->subscription, err);
+        break;
+    case OPTION_CLIENT_STATE:
+        options->client_state = value;
+        break;
+    case OPTION_EXPECT:
+        r = parse_number("--expect", value, 100, 599, &number, err);
+        options->expect_status = (long)number;
+        break;
+    case OPTION_REPEAT:
+        r = parse_number("--repeat", value, 1, REPEAT_MAX, &number, err);
+        options->repeat = (unsigned)number;
+        break;
+    case OPTION_NEW_CONNECTION:
+        options->new_connection = true;
+        break;
+    default:
+        r = crd_error_set(err, -EINVAL, "option is not valid for notify");
+        break;
+    }
+    return r;
+}
+
+static int parse_notify_options(int argc, char **argv, struct fakegraph_notify_options *options,
+                                struct crd_error *err)
+{
+    *options = (struct fakegraph_notify_options){
+        .expect_status = 202,
+        .repeat = 1,
+    };
+    bool item_option_seen = false;
+
+    for (int i = 2; i < argc;) {
+        enum option_id id = OPTION_URL;
+        const char *value = "";
+        int r = parse_next_option(argc, argv, &i, "notify", notify_specs,
+                                  ARRAY_SIZE(notify_specs), &id, &value, err);
+        if (r < 0) {
+            return r;
+        }
+        r = apply_notify_option(id, value, options, err);
+        if (r < 0) {
+            return r;
+        }
+        if (id == OPTION_PRINT_IDS || id == OPTION_TENANT || id == OPTION_SUBSCRIPTION ||
+            id == OPTION_CLIENT_STATE) {
+            item_option_seen = true;
+        }
+    }
+
+    if (options->url == NULL) {
+        return crd_error_set(err, -EINVAL, "notify requires --url");
+    }
+    if (options->file != NULL && options->generate_count > 0) {
+        return crd_error_set(err, -EINVAL, "--file and --generate cannot be combined; give one");
+    }
+    if (options->file == NULL && options->generate_count == 0) {
+        return crd_error_set(err, -EINVAL, "notify requires --file or --generate");
+    }
+    if (options->file != NULL && item_option_seen) {
+        return crd_error_set(err, -EINVAL, "--print-ids, --tenant, --subscription and "
+                             "--client-state apply only to --generate; edit the file instead");
+    }
+
+    if (options->tenant == NULL) {
+        options->tenant = DEFAULT_TENANT;
+    }
+    if (options->subscription == NULL) {
+        options->subscription = DEFAULT_SUBSCRIPTION;
+    }
+    if (options->client_state == NULL) {
+        options->client_state = DEFAULT_CLIENT_STATE;
+    }
+    return 0;
+}
+
+static int report_usage_error(const struct crd_error *err)
+{
+    fprintf(stderr, "fakegraph: %s\nRun 'fakegraph help' for usage.\n", err->message);
+    return FAKEGRAPH_EXIT_ERROR;
+}
+
+static int report_outcome(int r, bool passed, const struct crd_error *err)
+{
+    if (r < 0) {
+        fprintf(stderr, "fakegraph: %s\n", err->message);
+        return FAKEGRAPH_EXIT_ERROR;
+    }
+    return passed ? FAKEGRAPH_EXIT_PASSED : FAKEGRAPH_EXIT_FAILED;
+}
+
+static int run_validate(int argc, char **argv)
+{
+    struct crd_error err = {0};
+    struct fakegraph_validate_options options;
+    if (parse_validate_options(argc, argv, &options, &err) < 0) {
+        return report_usage_error(&err);
+    }
+
+    bool passed = false;
+    int r = fakegraph_validate(&options, &passed, &err);
+    return report_outcome(r, passed, &err);
+}
+
+static int run_notify(int argc, char **argv)
+{
+    struct crd_error err = {0};
+    struct fakegraph_notify_options options;
+    if (parse_notify_options(argc, argv, &options, &err) < 0) {
+        return report_usage_error(&err);
+    }
+
+    bool passed = false;
+    int r = fakegraph_notify(&options, &passed, &err);
+    return report_outcome(r, passed, &err);
+}
+
+int main(int argc, char **argv)
+{
+    CURLcode code = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (code != CURLE_OK) {
+        fprintf(stderr, "fakegraph: initializing libcurl failed: %s\n", curl_easy_strerror(code));
+        return FAKEGRAPH_EXIT_ERROR;
+    }
+
+    int status = FAKEGRAPH_EXIT_ERROR;
+    const char *command = argc > 1 ? argv[1] : NULL;
+    if (command == NULL) {
+        fprintf(stderr, "fakegraph: missing command\n");
+        print_usage(stderr);
+    } else if (strcmp(command, "validate") == 0) {
+        status = run_validate(argc, argv);
+    } else if (strcmp(command, "notify") == 0) {
+        status = run_notify(argc, argv);
+    } else if (strcmp(command, "help") == 0 || strcmp(command, "--help") == 0 ||
+               strcmp(command, "-h") == 0) {
+        print_usage(stdout);
+        status = FAKEGRAPH_EXIT_PASSED;
+    } else {
+        fprintf(stderr, "fakegraph: unknown command '%s'; expected validate, notify or help\n"
+                "Run 'fakegraph help' for usage.\n", command);
+    }
+
+    curl_global_cleanup();
+    return status;
+}
