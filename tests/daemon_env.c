@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include "daemon_env.h"
+
+void crd_test_env_create(struct crd_test_env *env, const char *extra_listener)
+{
+    memset(env, 0, sizeof(*env));
+    env->daemon.pid = -1;
+    env->daemon.notify_fd = -1;
+    env->dir = crd_test_make_tmpdir("crd-test");
+    env->port = crd_test_free_port();
+    snprintf(env->base_url, sizeof(env->base_url), "https://127.0.0.1:%u", env->port);
+
+    char *testcert = crd_test_build_path("tests/testcert");
+    char *tls_dir = NULL;
+    if (asprintf(&tls_dir, "%s/tls", env->dir) < 0 || mkdir(tls_dir, 0700) < 0) {
+        abort();
+    }
+    char *argv[] = {testcert, tls_dir, NULL};
+    if (crd_test_run(argv, NULL) != 0) {
+        fprintf(stderr, "tests/testcert failed\n");
+        abort();
+    }
+    free(testcert);
+
+    free(crd_test_write_file(env->dir, "client_secret", CRD_TEST_CLIENT_SECRET "\n", 0600));
+    free(crd_test_write_file(env->dir, "client_state", CRD_TEST_CLIENT_STATE "\n", 0600));
+
+    char *config = NULL;
+    if (asprintf(&config,
+                 "[graph]\n"
+                 "tenant = 2a37c3b7-f073-59a1-b249-42c4e33881c2\n"
+                 "client_id = 0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d\n"
+                 "client_secret_file = %s/client_secret\n"
+                 "\n"
+                 "[listener]\n"
+                 "address = 127.0.0.1\n"
+                 "port = %u\n"
+                 "tls_certificate = %s/server.pem\n"
+                 "tls_key = %s/server.key\n"
+                 "public_url = %s\n"
+                 "%s\n"
+                 "[subscription]\n"
+                 "client_state_file = %s/client_state\n"
+                 "\n"
+                 "[store]\n"
+                 "state_directory = %s/state\n"
+                 "\n"
+                 "[log]\n"
+                 "level = debug\n"
+                 "debug = listener,store\n",
+                 env->dir, env->port, tls_dir, tls_dir, env->base_url,
+                 extra_listener != NULL ? extra_listener : "", env->dir, env->dir) < 0) {
+        abort();
+    }
+    env->config_path = crd_test_write_file(env->dir, "callrecd.conf", config, 0600);
+    free(config);
+
+    if (asprintf(&env->ca_file, "%s/ca.pem", tls_dir) < 0 ||
+        asprintf(&env->db_path, "%s/state/callrecd.db", env->dir) < 0 ||
+        asprintf(&env->log_path, "%s/callrecd.log", env->dir) < 0) {
+        abort();
+    }
+    free(tls_dir);
+}
+
+int crd_test_env_start(struct crd_test_env *env)
+{
+    int r = crd_test_daemon_start(env->config_path, env->log_path, 15000, &env->daemon);
+    if (r < 0) {
+        crd_test_daemon_dump_log(&env->daemon);
+    }
+    return r;
+}
+
+int crd_test_env_stop(struct crd_test_env *env)
+{
+    return crd_test_daemon_stop(&env->daemon, 15000);
+}
+
+void crd_test_env_destroy(struct crd_test_env *env)
+{
+    if (env->daemon.pid > 0) {
+        (void)crd_test_env_stop(env);
+    }
+    if (getenv("CRD_KEEP_TEST_DIRS") == NULL) {
+        crd_test_remove_tree(env->dir);
+    } else {
+        fprintf(stderr, "kept test directory %s\n", env->dir);
+    }
+    free(env->dir);
+    free(env->ca_file);
+    free(env->config_path);
+    free(env->db_path);
+    free(env->log_path);
+    free(env->daemon.log_path);
+    memset(env, 0, sizeof(*env));
+}
+
+long crd_test_env_count_jobs(const struct crd_test_env *env)
+{
+    sqlite3 *db = NULL;
+    long count = -1;
+    if (sqlite3_open_v2(env->db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *stmt = NULL;
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs", -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW) {
+            count = (long)sqlite3_column_int64(stmt, 0);
+        }
+        sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+    return count;
+}

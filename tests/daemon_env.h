@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A complete environment for running the real daemon in a test: a temporary
+ * directory with generated TLS material (tests/testcert), a client secret, a
+ * clientState and a configuration file listening on a free loopback port.
+ */
+#ifndef CRD_TEST_DAEMON_ENV_H
+#define CRD_TEST_DAEMON_ENV_H
+
+#include <stdint.h>
+
+#include "harness.h"
+
+/* The clientState of the shared notification fixtures. */
+#define CRD_TEST_CLIENT_STATE "cr-4b8e1f0c9d2a47e6b3c5a7d9e1f20384"
+/* A recognisable client secret, so tests can check that no output contains it. */
+#define CRD_TEST_CLIENT_SECRET "s3cr3t-CLIENT-value-that-must-never-be-logged"
+
+struct crd_test_env {
+    char *dir;
+    char *ca_file;
+    char *config_path;
+    char *db_path;
+    char *log_path;
+    uint16_t port;
+    char base_url[64];       /* https://127.0.0.1:PORT */
+    struct crd_test_daemon daemon;
+};
+
+/*
+ * Creates the directory, certificates and configuration. extra_listener is
+ * appended to the [listener] section (may be NULL). Aborts on failure.
+ */
+void crd_test_env_create(struct crd_test_env *env, const char *extra_listener);
+
+/* Starts the daemon and waits for READY=1; returns 0 or a negative code. */
+int crd_test_env_start(struct crd_test_env *env);
+
+/* Stops the daemon (if running) and returns its exit status. */
+int crd_test_env_stop(struct crd_test_env *env);
+
+/* Removes the directory unless $CRD_KEEP_TEST_DIRS is set. */
+void crd_test_env_destroy(struct crd_test_env *env);
+
+/* Number of rows in the daemon's jobs table, read through a separate SQLite connection. */
+long crd_test_env_count_jobs(const struct crd_test_env *env);
+
+#endif
