@@ -373,6 +373,14 @@ static size_t on_header(char *data, size_t size, size_t count, void *user)
 int crd_test_http(const char *method, const char *url, const char *content_type, const char *body,
                   size_t body_len, const char *ca_file, struct crd_test_response *ret_response)
 {
+    return crd_test_http_with_header(method, url, content_type, NULL, body, body_len, ca_file,
+                                     ret_response);
+}
+
+int crd_test_http_with_header(const char *method, const char *url, const char *content_type,
+                              const char *extra_header, const char *body, size_t body_len,
+                              const char *ca_file, struct crd_test_response *ret_response)
+{
     struct crd_test_response response = {0};
     response.body = calloc(1, 1);
     CURL *curl = curl_easy_init();
@@ -382,7 +390,17 @@ int crd_test_http(const char *method, const char *url, const char *content_type,
         snprintf(header, sizeof(header), "Content-Type: %s", content_type);
         headers = curl_slist_append(headers, header);
     }
-    headers = curl_slist_append(headers, "Expect:");
+    /*
+     * Large bodies go with "Expect: 100-continue", so a server that rejects the
+     * request on its headers responds before the body is sent. Without it, the
+     * server may close the connection while curl is still sending.
+     */
+    if (body_len <= 1024 * 1024) {
+        headers = curl_slist_append(headers, "Expect:");
+    }
+    if (extra_header != NULL) {
+        headers = curl_slist_append(headers, extra_header);
+    }
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);

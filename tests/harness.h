@@ -89,6 +89,11 @@ struct crd_test_response {
 int crd_test_http(const char *method, const char *url, const char *content_type, const char *body,
                   size_t body_len, const char *ca_file, struct crd_test_response *ret_response);
 
+/* Like crd_test_http(), with one more request header such as "Transfer-Encoding: chunked". */
+int crd_test_http_with_header(const char *method, const char *url, const char *content_type,
+                              const char *extra_header, const char *body, size_t body_len,
+                              const char *ca_file, struct crd_test_response *ret_response);
+
 void crd_test_response_clear(struct crd_test_response *response);
 
 /* Process CPU time (user + system) of pid in milliseconds, from /proc/PID/stat; -1 on error. */

@@ -402,6 +402,30 @@ START_TEST(bad_inputs_get_status_and_store_nothing)
 }
 END_TEST
 
+START_TEST(chunked_body_over_limit_gets_413)
+{
+    /* No Content-Length, so the listener can only notice the size while reading. */
+    size_t len = 1024 * 1024 + 4096;
+    char *body = malloc(len + 1);
+    memset(body, ' ', len);
+    body[0] = '{';
+    body[len] = '\0';
+    long before = job_fingerprint();
+
+    char *url = url_for("/notify");
+    struct crd_test_response response;
+    int code = crd_test_http_with_header("POST", url, "application/json",
+                                         "Transfer-Encoding: chunked", body, len, env.ca_file,
+                                         &response);
+    ck_assert_int_eq(code, 0);
+    ck_assert_int_eq(response.status, 413);
+    ck_assert_int_eq(job_fingerprint(), before);
+    crd_test_response_clear(&response);
+    free(url);
+    free(body);
+}
+END_TEST
+
 START_TEST(store_failure_answers_503)
 {
     char *created = read_fixture("notification-created.json");
@@ -505,6 +529,7 @@ static Suite *listener_suite(void)
     tcase_add_test(running, validation_rejects_bad_tokens);
     tcase_add_test(running, fixture_notifications_become_jobs);
     tcase_add_test(running, bad_inputs_get_status_and_store_nothing);
+    tcase_add_test(running, chunked_body_over_limit_gets_413);
     tcase_add_test(running, store_failure_answers_503);
     tcase_add_test(running, healthz_answers_ok);
     tcase_add_test(running, plain_http_is_refused_on_tls_port);
