@@ -100,7 +100,6 @@ void crd_test_env_destroy(struct crd_test_env *env)
     free(env->config_path);
     free(env->db_path);
     free(env->log_path);
-    free(env->daemon.log_path);
     memset(env, 0, sizeof(*env));
 }
 

@@ -327,6 +327,8 @@ int crd_test_daemon_stop(struct crd_test_daemon *daemon, int timeout_ms)
     }
     free(daemon->notify_path);
     daemon->notify_path = NULL;
+    free(daemon->log_path);
+    daemon->log_path = NULL;
     return result;
 }
 

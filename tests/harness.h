@@ -63,7 +63,10 @@ struct crd_test_daemon {
 int crd_test_daemon_start(const char *config_path, const char *log_path, int timeout_ms,
                           struct crd_test_daemon *ret_daemon);
 
-/* Sends SIGTERM and waits up to timeout_ms; returns the exit status, or -ETIMEDOUT after SIGKILL. */
+/*
+ * Sends SIGTERM and waits up to timeout_ms; returns the exit status, or
+ * -ETIMEDOUT after SIGKILL. Frees what crd_test_daemon_start() allocated.
+ */
 int crd_test_daemon_stop(struct crd_test_daemon *daemon, int timeout_ms);
 
 /* Prints the daemon's log to stderr, for a failing test's output. */

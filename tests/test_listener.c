@@ -495,6 +495,9 @@ START_TEST(sigterm_stops_cleanly)
     ck_assert_int_eq(crd_test_env_stop(&own), 0);
     char *log = crd_test_read_file(own.log_path, NULL);
     ck_assert_ptr_nonnull(strstr(log, "stopped cleanly"));
+    /* In a sanitizer build, leaks and undefined behaviour are reported here at exit. */
+    ck_assert_ptr_null(strstr(log, "Sanitizer"));
+    ck_assert_ptr_null(strstr(log, "runtime error"));
     free(log);
     crd_test_env_destroy(&own);
 }
