@@ -161,6 +161,8 @@ static long long monotonic_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int run_program(char *const argv[], bool with_stderr, char **ret_output);
+
 char *crd_test_build_path(const char *relative)
 {
     char *path = NULL;
@@ -171,6 +173,16 @@ char *crd_test_build_path(const char *relative)
 }
 
 int crd_test_run(char *const argv[], char **ret_output)
+{
+    return run_program(argv, false, ret_output);
+}
+
+int crd_test_run_with_stderr(char *const argv[], char **ret_output)
+{
+    return run_program(argv, true, ret_output);
+}
+
+static int run_program(char *const argv[], bool with_stderr, char **ret_output)
 {
     int pipe_fds[2] = {-1, -1};
     if (ret_output != NULL && pipe2(pipe_fds, O_CLOEXEC) < 0) {
@@ -184,6 +196,9 @@ int crd_test_run(char *const argv[], char **ret_output)
     if (pid == 0) {
         if (ret_output != NULL) {
             dup2(pipe_fds[1], STDOUT_FILENO);
+            if (with_stderr) {
+                dup2(pipe_fds[1], STDERR_FILENO);
+            }
         }
         execv(argv[0], argv);
         fprintf(stderr, "cannot run '%s': %s\n", argv[0], strerror(errno));

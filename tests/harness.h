@@ -47,6 +47,9 @@ uint16_t crd_test_free_port(void);
  */
 int crd_test_run(char *const argv[], char **ret_output);
 
+/* Like crd_test_run(), capturing stderr together with stdout. */
+int crd_test_run_with_stderr(char *const argv[], char **ret_output);
+
 /* A callrecd process started by the tests. */
 struct crd_test_daemon {
     pid_t pid;

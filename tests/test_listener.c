@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "daemon_env.h"
 
@@ -518,6 +519,95 @@ START_TEST(invalid_config_fails_to_start)
 }
 END_TEST
 
+/* Runs `callrecd --check-config -c path` and returns its exit status and output. */
+static int check_config(const char *path, char **ret_output)
+{
+    char *program = crd_test_build_path("daemon/callrecd");
+    char *argv[] = {program, "--check-config", "-c", (char *)path, NULL};
+    int status = crd_test_run_with_stderr(argv, ret_output);
+    free(program);
+    return status;
+}
+
+START_TEST(check_config_accepts_example)
+{
+    /* The example file takes its secrets from systemd credentials. */
+    char *dir = crd_test_make_tmpdir("crd-credentials");
+    char *tls_dir = NULL;
+    if (asprintf(&tls_dir, "%s/tls", dir) < 0 || mkdir(tls_dir, 0700) < 0) {
+        abort();
+    }
+    char *testcert = crd_test_build_path("tests/testcert");
+    char *argv[] = {testcert, tls_dir, NULL};
+    ck_assert_int_eq(crd_test_run(argv, NULL), 0);
+    char *from = NULL;
+    char *to = NULL;
+    if (asprintf(&from, "%s/server.pem", tls_dir) < 0 ||
+        asprintf(&to, "%s/tls_certificate", dir) < 0 || rename(from, to) < 0) {
+        abort();
+    }
+    free(from);
+    free(to);
+    if (asprintf(&from, "%s/server.key", tls_dir) < 0 || asprintf(&to, "%s/tls_key", dir) < 0 ||
+        rename(from, to) < 0) {
+        abort();
+    }
+    free(from);
+    free(to);
+    free(crd_test_write_file(dir, "client_secret", "example-secret\n", 0600));
+    setenv("CREDENTIALS_DIRECTORY", dir, 1);
+
+    char *example = NULL;
+    if (asprintf(&example, "%s/config/callrecd.conf", crd_test_srcdir()) < 0) {
+        abort();
+    }
+    char *output = NULL;
+    int status = check_config(example, &output);
+    ck_assert_msg(status == 0, "--check-config exited %d: %s", status, output);
+    ck_assert_ptr_nonnull(strstr(output, "test is successful"));
+    ck_assert_ptr_null(strstr(output, "example-secret"));
+
+    free(output);
+    free(example);
+    free(testcert);
+    free(tls_dir);
+    crd_test_remove_tree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(check_config_reports_every_error)
+{
+    char *dir = crd_test_make_tmpdir("crd-config");
+    char *path = crd_test_write_file(dir, "bad.conf",
+                                     "[graph]\n"
+                                     "tenant = contoso.onmicrosoft.com\n"
+                                     "clientid = 0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d\n"
+                                     "[listener]\n"
+                                     "port = 99999\n",
+                                     0600);
+    char *output = NULL;
+    int status = check_config(path, &output);
+    ck_assert_int_eq(status, 1);
+    char *line3 = NULL;
+    char *line5 = NULL;
+    if (asprintf(&line3, "%s:3:", path) < 0 || asprintf(&line5, "%s:5:", path) < 0) {
+        abort();
+    }
+    ck_assert_msg(strstr(output, line3) != NULL, "no error on line 3 in: %s", output);
+    ck_assert_ptr_nonnull(strstr(output, "client_id"));
+    ck_assert_msg(strstr(output, line5) != NULL, "no error on line 5 in: %s", output);
+    ck_assert_ptr_nonnull(strstr(output, "test failed"));
+
+    free(line3);
+    free(line5);
+    free(output);
+    free(path);
+    crd_test_remove_tree(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *listener_suite(void)
 {
     Suite *suite = suite_create("listener");
@@ -543,6 +633,8 @@ static Suite *listener_suite(void)
     tcase_set_timeout(lifecycle, 60);
     tcase_add_test(lifecycle, sigterm_stops_cleanly);
     tcase_add_test(lifecycle, invalid_config_fails_to_start);
+    tcase_add_test(lifecycle, check_config_accepts_example);
+    tcase_add_test(lifecycle, check_config_reports_every_error);
     suite_add_tcase(suite, lifecycle);
     return suite;
 }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,43 @@ START_TEST(stalled_clients_do_not_block_others)
 }
 END_TEST
 
+/* True when the peer closes fd within timeout_ms. */
+static bool closed_within(int fd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, timeout_ms) <= 0) {
+        return false;
+    }
+    char buffer[64];
+    ssize_t got = recv(fd, buffer, sizeof(buffer), 0);
+    return got == 0 || (got < 0 && errno == ECONNRESET);
+}
+
+START_TEST(per_address_cap_closes_extra_connections)
+{
+    struct crd_test_env env;
+    crd_test_env_create(&env, "max_connections_per_ip = 2\nconnection_timeout = 30\n");
+    ck_assert_int_eq(crd_test_env_start(&env), 0);
+
+    int allowed[2];
+    for (size_t i = 0; i < 2; i++) {
+        allowed[i] = connect_loopback(env.port);
+        send_partial_client_hello(allowed[i]);
+    }
+    int extra = connect_loopback(env.port);
+    ck_assert_msg(closed_within(extra, 5000), "a third connection from one address stayed open");
+    ck_assert_msg(!closed_within(allowed[0], 300), "the first connection was closed");
+    ck_assert_msg(!closed_within(allowed[1], 300), "the second connection was closed");
+
+    close(extra);
+    for (size_t i = 0; i < 2; i++) {
+        close(allowed[i]);
+    }
+    ck_assert_int_eq(crd_test_env_stop(&env), 0);
+    crd_test_env_destroy(&env);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("stall");
@@ -147,6 +185,7 @@ int main(void)
     tcase_set_timeout(tcase, 60);
     tcase_add_test(tcase, stalled_handshake_costs_no_cpu_and_times_out);
     tcase_add_test(tcase, stalled_clients_do_not_block_others);
+    tcase_add_test(tcase, per_address_cap_closes_extra_connections);
     suite_add_tcase(suite, tcase);
 
     SRunner *runner = srunner_create(suite);
