@@ -164,6 +164,15 @@ static const struct conf_option store_options[] = {
 static const struct conf_option fetch_options[] = {
     {.name = "workers", .type = CONF_UNSIGNED, .default_value = "4", CONF_CFG(fetch.workers),
      .min = 1, .max = 64, .description = "Threads that fetch call records"},
+    {.name = "not_found_horizon", .type = CONF_DURATION, .default_value = "4h", .unit = "ms",
+     CONF_CFG(fetch.not_found_horizon_ms), .min = 1000, .max = 31ULL * 24 * 3600 * 1000,
+     .description = "How long after the first notification a 404 still means not available yet"},
+    {.name = "retry_base", .type = CONF_DURATION, .default_value = "5s", .unit = "ms",
+     CONF_CFG(fetch.retry_base_ms), .min = 10, .max = 3600 * 1000,
+     .description = "First delay before fetching again after a failure or a 404"},
+    {.name = "retry_max", .type = CONF_DURATION, .default_value = "10min", .unit = "ms",
+     CONF_CFG(fetch.retry_max_ms), .min = 10, .max = 24 * 3600 * 1000,
+     .description = "Maximum delay between fetch attempts"},
 };
 
 static const struct conf_option log_options[] = {
@@ -474,6 +483,21 @@ static void validate_subscription(struct loader *ld)
     conf_load_client_state(ld);
 }
 
+static void validate_fetch(struct loader *ld)
+{
+    struct conf_section *s = conf_fixed_section(ld, CONF_KIND_FETCH);
+    const struct crd_config *config = ld->config;
+    if (conf_option_invalid(s, "retry_base") || conf_option_invalid(s, "retry_max")) {
+        return;
+    }
+    if (config->fetch.retry_base_ms > config->fetch.retry_max_ms) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "retry_base"), s->label,
+                      "retry_base", conf_key_value(s, "retry_base"),
+                      "is longer than retry_max (%llu ms); make retry_base shorter or raise "
+                      "retry_max", (unsigned long long)config->fetch.retry_max_ms);
+    }
+}
+
 static void validate_store(struct loader *ld)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_STORE);
@@ -644,6 +668,7 @@ int crd_config_load(const char *path, const struct crd_config_env *env,
     validate_graph(&ld);
     validate_listener(&ld);
     validate_subscription(&ld);
+    validate_fetch(&ld);
     validate_store(&ld);
     validate_sinks(&ld);
 

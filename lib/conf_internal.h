@@ -36,6 +36,7 @@ enum conf_type {
     CONF_SIZE,         /* bytes with an optional K, KiB, M or MiB suffix, min..max */
     CONF_SECONDS,      /* decimal with an optional "s", min..max */
     CONF_MINUTES,      /* decimal with an optional "min", min..max */
+    CONF_DURATION,     /* decimal with ms, s, min or h (bare: seconds), stored in ms, min..max ms */
     CONF_ENUM,         /* one of names[] */
     CONF_LOG_LEVEL,    /* crd_log_level_from_string() */
     CONF_LOG_DEBUG,    /* comma list of crd_log_subsystem_mask_from_string() */

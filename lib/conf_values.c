@@ -134,6 +134,9 @@ static int parse_ranged(const struct conf_option *opt, const char *value, void *
     };
     static const struct conf_suffix second_suffixes[] = {{"s", 1}};
     static const struct conf_suffix minute_suffixes[] = {{"min", 1}};
+    static const struct conf_suffix duration_suffixes[] = {
+        {"ms", 1}, {"s", 1000}, {"min", 60 * 1000}, {"h", 60 * 60 * 1000},
+    };
     uint64_t n = 0;
     int r = 0;
     char expected[128];
@@ -158,6 +161,23 @@ static int parse_ranged(const struct conf_option *opt, const char *value, void *
                  seconds ? "seconds" : "minutes", (unsigned long long)opt->min,
                  (unsigned long long)opt->max);
         r = parse_number(value, seconds ? second_suffixes : minute_suffixes, 1, &n, p, expected);
+        break;
+    }
+    case CONF_DURATION: {
+        snprintf(expected, sizeof(expected),
+                 "a duration from %llu ms to %llu s with a unit, e.g. 500ms, 30s, 15min or 4h",
+                 (unsigned long long)opt->min, (unsigned long long)opt->max / 1000);
+        size_t len = strlen(value);
+        bool bare = len > 0 && value[len - 1] >= '0' && value[len - 1] <= '9';
+        r = parse_number(value, duration_suffixes, ARRAY_SIZE(duration_suffixes), &n, p,
+                         expected);
+        if (r == 0 && bare) {
+            /* A number without a unit is in seconds, like the other time options. */
+            if (n > UINT64_MAX / 1000) {
+                return fail(p, "the number is far too large; write %s", expected);
+            }
+            n *= 1000;
+        }
         break;
     }
     default:
@@ -629,6 +649,7 @@ int conf_parse_option(struct loader *ld, const struct conf_option *opt, const ch
     case CONF_SIZE:
     case CONF_SECONDS:
     case CONF_MINUTES:
+    case CONF_DURATION:
         return parse_ranged(opt, value, base, p);
 
     case CONF_ENUM: {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests of lib/conf.c: a table of invalid files, each of which must fail with
- * a diagnostic on the right line, section and key; valid files with their
- * defaults and values; secrets from files and from $CREDENTIALS_DIRECTORY;
+ * Tests of the configuration loader (lib/conf*.c): a table of invalid files,
+ * each of which must fail with a diagnostic on the right line, section and
+ * key; valid files with their defaults and values; secrets from files and from $CREDENTIALS_DIRECTORY;
  * TLS material made here with OpenSSL; and the shipped example file.
  */
 #include "config.h"
@@ -234,7 +234,7 @@ static const struct invalid_case invalid_cases[] = {
     {"key of another section", GRAPH "port = 8443\n" SINK LISTENER, 5, "graph", "port",
      "'port' belongs in [listener]", 1},
     {"unknown key without a suggestion", BASE "[fetch]\nbanana = 4\n", 12, "fetch", "banana",
-     "the keys of this section are workers", 1},
+     "the keys of this section are workers, not_found_horizon, retry_base or retry_max", 1},
     {"unknown section with a suggestion", BASE "[listner]\nport = 1\nwhatever = 2\n", 11,
      "listner", NULL, "unknown section; did you mean [listener]?", 1},
     {"unknown section", BASE "[zzz]\n", 11, "zzz", NULL, "the sections are [graph]", 1},
@@ -360,6 +360,12 @@ static const struct invalid_case invalid_cases[] = {
      "notification_path", "must start with '/'", 1},
     {"host name as address", BASE "address = callrecd.example.com\n", 11, "listener", "address",
      "not a numeric IP address", 1},
+    {"duration without a known unit", BASE "[fetch]\nretry_base = 5 days\n", 12, "fetch",
+     "retry_base", "with a unit, e.g. 500ms", 1},
+    {"duration out of range", BASE "[fetch]\nretry_max = 2ms\n", 12, "fetch", "retry_max",
+     "out of range", 1},
+    {"retry base above max", BASE "[fetch]\nretry_base = 5min\nretry_max = 1min\n", 12, "fetch",
+     "retry_base", "is longer than retry_max", 1},
     {"bad fetch workers", BASE "[fetch]\nworkers = 0\n", 12, "fetch", "workers", "from 1 to 64",
      1},
     {"missing secret file", "[graph]\ntenant = contoso.onmicrosoft.com\nclient_id = " TEST_CLIENT_ID
@@ -561,6 +567,9 @@ START_TEST(test_defaults)
     ck_assert_str_eq(config->store.state_directory, "/var/lib/callrecd");
     ck_assert_int_eq(config->store.durability, CRD_DURABILITY_PROCESS);
     ck_assert_uint_eq(config->fetch.workers, 4);
+    ck_assert_uint_eq(config->fetch.not_found_horizon_ms, 4ULL * 3600 * 1000);
+    ck_assert_uint_eq(config->fetch.retry_base_ms, 5000);
+    ck_assert_uint_eq(config->fetch.retry_max_ms, 10ULL * 60 * 1000);
     ck_assert_int_eq(config->log.level, CRD_LOG_INFO);
     ck_assert_uint_eq(config->log.debug_mask, 0);
 
@@ -611,6 +620,9 @@ START_TEST(test_values)
         "durability = FULL\n"
         "[fetch]\n"
         "workers = 1\n"
+        "not_found_horizon = 90min\n"
+        "retry_base = 250ms\n"
+        "retry_max = 30\n"
         "[log]\n"
         "level = debug\n"
         "debug = graph, store\n"
@@ -651,6 +663,9 @@ START_TEST(test_values)
     ck_assert_str_eq(config->store.state_directory, "/srv/callrecd");
     ck_assert_int_eq(config->store.durability, CRD_DURABILITY_FULL);
     ck_assert_uint_eq(config->fetch.workers, 1);
+    ck_assert_uint_eq(config->fetch.not_found_horizon_ms, 90ULL * 60 * 1000);
+    ck_assert_uint_eq(config->fetch.retry_base_ms, 250);
+    ck_assert_uint_eq(config->fetch.retry_max_ms, 30000);
     ck_assert_int_eq(config->log.level, CRD_LOG_DEBUG);
     ck_assert_uint_eq(config->log.debug_mask, (1u << CRD_LOG_GRAPH) | (1u << CRD_LOG_STORE));
 
@@ -661,7 +676,7 @@ START_TEST(test_values)
     ck_assert_str_eq(config->sinks[1].name, "my-archive_2");
     ck_assert_int_eq(config->sinks[1].type, CRD_SINK_FILE);
     ck_assert_int_eq(config->sinks[1].fsync, CRD_FSYNC_RECORD);
-    ck_assert_uint_eq(config->sinks[1].line, 39);
+    ck_assert_uint_eq(config->sinks[1].line, 42);
 
     ck_assert_str_eq(crd_cloud_name(config->graph.cloud), "usgovdod");
     ck_assert_str_eq(crd_durability_name(config->store.durability), "full");
