@@ -492,6 +492,8 @@ int crd_listener_start(const struct crd_listener_options *options,
     listener->config = config;
     listener->store = options->store;
     listener->client_state = options->client_state;
+    listener->on_jobs = options->on_jobs;
+    listener->on_jobs_context = options->on_jobs_context;
     crd_ratelimit_init(&listener->rejection_log, 10000, 20);
     crd_ratelimit_init(&listener->store_error_log, 10000, 5);
 

@@ -33,6 +33,9 @@ struct crd_listener_options {
     struct crd_store *store;                  /* borrowed; must outlive the listener */
     const struct crd_secret *client_state;    /* borrowed; the expected clientState */
     int listen_fd;                            /* a socket from systemd, or -1 to bind the configured address */
+    /* Called from a handler thread after new jobs were committed. May be NULL. */
+    void (*on_jobs)(void *context);
+    void *on_jobs_context;
 };
 
 /* Counters since start; each is read and written atomically. */

@@ -16,6 +16,8 @@ struct crd_listener {
     const struct crd_config *config;
     struct crd_store *store;
     const struct crd_secret *client_state;
+    void (*on_jobs)(void *context);
+    void *on_jobs_context;
     struct MHD_Daemon *daemon;
     uint16_t port;
     struct crd_listener_counters counters;

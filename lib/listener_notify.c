@@ -162,6 +162,9 @@ enum MHD_Result crd_listener_handle_notifications(struct crd_listener *listener,
             goto out;
         }
         atomic_fetch_add(&listener->counters.notifications_accepted, n_notices);
+        if (listener->on_jobs != NULL) {
+            listener->on_jobs(listener->on_jobs_context);
+        }
     }
 
     crd_log_debug(CRD_LOG_LISTENER, NULL, "accepted %zu of %zu notification items from %s",
