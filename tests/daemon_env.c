@@ -11,6 +11,12 @@
 
 void crd_test_env_create(struct crd_test_env *env, const char *extra_listener)
 {
+    struct crd_test_env_options options = {.listener = extra_listener};
+    crd_test_env_create_with(env, &options);
+}
+
+void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_env_options *options)
+{
     memset(env, 0, sizeof(*env));
     env->daemon.pid = -1;
     env->daemon.notify_fd = -1;
@@ -39,7 +45,7 @@ void crd_test_env_create(struct crd_test_env *env, const char *extra_listener)
                  "tenant = 2a37c3b7-f073-59a1-b249-42c4e33881c2\n"
                  "client_id = 0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d\n"
                  "client_secret_file = %s/client_secret\n"
-                 "\n"
+                 "%s\n"
                  "[listener]\n"
                  "address = 127.0.0.1\n"
                  "port = %u\n"
@@ -55,15 +61,19 @@ void crd_test_env_create(struct crd_test_env *env, const char *extra_listener)
                  "\n"
                  "[log]\n"
                  "level = debug\n"
-                 "debug = listener,store\n",
-                 env->dir, env->port, tls_dir, tls_dir, env->base_url,
-                 extra_listener != NULL ? extra_listener : "", env->dir, env->dir) < 0) {
+                 "debug = listener,store,fetch\n"
+                 "\n"
+                 "%s",
+                 env->dir, options->graph != NULL ? options->graph : "", env->port, tls_dir,
+                 tls_dir, env->base_url, options->listener != NULL ? options->listener : "",
+                 env->dir, env->dir, options->sections != NULL ? options->sections : "") < 0) {
         abort();
     }
     env->config_path = crd_test_write_file(env->dir, "callrecd.conf", config, 0600);
     free(config);
 
     if (asprintf(&env->ca_file, "%s/ca.pem", tls_dir) < 0 ||
+        asprintf(&env->tls_dir, "%s", tls_dir) < 0 ||
         asprintf(&env->db_path, "%s/state/callrecd.db", env->dir) < 0 ||
         asprintf(&env->log_path, "%s/callrecd.log", env->dir) < 0) {
         abort();
@@ -97,6 +107,7 @@ void crd_test_env_destroy(struct crd_test_env *env)
     }
     free(env->dir);
     free(env->ca_file);
+    free(env->tls_dir);
     free(env->config_path);
     free(env->db_path);
     free(env->log_path);

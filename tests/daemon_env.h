@@ -19,6 +19,7 @@
 struct crd_test_env {
     char *dir;
     char *ca_file;
+    char *tls_dir;           /* ca.pem, server.pem and server.key from tests/testcert */
     char *config_path;
     char *db_path;
     char *log_path;
@@ -27,11 +28,21 @@ struct crd_test_env {
     struct crd_test_daemon daemon;
 };
 
+/* Configuration text added to the generated file; every field may be NULL. */
+struct crd_test_env_options {
+    const char *graph;       /* appended to [graph] */
+    const char *listener;    /* appended to [listener] */
+    const char *sections;    /* whole sections appended at the end, such as [fetch] or [sink NAME] */
+};
+
 /*
  * Creates the directory, certificates and configuration. extra_listener is
  * appended to the [listener] section (may be NULL). Aborts on failure.
  */
 void crd_test_env_create(struct crd_test_env *env, const char *extra_listener);
+
+/* Like crd_test_env_create(), with text for several sections. */
+void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_env_options *options);
 
 /* Starts the daemon and waits for READY=1; returns 0 or a negative code. */
 int crd_test_env_start(struct crd_test_env *env);
