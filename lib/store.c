@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "store_internal.h"
 #include "util.h"
 
 #define STORE_DEFAULT_BUSY_TIMEOUT_MS 5000
@@ -50,6 +51,37 @@ static const char *const store_migrations[] = {
     "  PRIMARY KEY (tenant_id, call_id)"
     ") WITHOUT ROWID;"
     "CREATE INDEX jobs_state_due_at ON jobs (state, due_at);",
+
+    /*
+     * 2: stored record versions and the per-sink outbox. claimed_at is when
+     * the running fetch claimed its job, so that completing the job can tell
+     * whether a notification arrived during the fetch. An outbox row refers
+     * to a row of records and contains no copy of the record.
+     */
+    "ALTER TABLE jobs ADD COLUMN claimed_at INTEGER;"
+    "CREATE TABLE records ("
+    "  tenant_id TEXT NOT NULL,"
+    "  call_id TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  record TEXT NOT NULL,"
+    "  fetched_at INTEGER NOT NULL,"
+    "  first_notified_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (tenant_id, call_id, version)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  sink TEXT NOT NULL,"
+    "  tenant_id TEXT NOT NULL,"
+    "  call_id TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  due_at INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  UNIQUE (sink, tenant_id, call_id, version),"
+    "  FOREIGN KEY (tenant_id, call_id, version) REFERENCES records (tenant_id, call_id, version)"
+    ");"
+    "CREATE INDEX outbox_sink_due_at ON outbox (sink, due_at);",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
@@ -79,20 +111,6 @@ static const char store_get_setting_sql[] = "SELECT value FROM settings WHERE ke
 static const char store_set_setting_sql[] =
     "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
-
-struct crd_store {
-    /*
-     * Serializes every call on this store, and so protects all fields below.
-     * The connection is opened with SQLITE_OPEN_NOMUTEX, so SQLite does no
-     * locking of its own for it and must never see two threads at once.
-     */
-    pthread_mutex_t lock;
-    sqlite3 *db;
-    char *path;                       /* <state_directory>/callrecd.db, for messages */
-    sqlite3_stmt *enqueue_job;
-    sqlite3_stmt *get_setting;
-    sqlite3_stmt *set_setting;
-};
 
 static int store_code_from_errno(int errnum)
 {
@@ -163,9 +181,7 @@ static const char *store_fix_hint(int code)
     }
 }
 
-/* Fills err for a failed SQLite call, naming the database and the step. Returns the code. */
-static int store_fail(const struct crd_store *store, int rc, const char *what,
-                      struct crd_error *err)
+int crd_store_fail(const struct crd_store *store, int rc, const char *what, struct crd_error *err)
 {
     int code = store_code_from_sqlite(store->db, rc);
     const char *detail = store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc);
@@ -173,18 +189,17 @@ static int store_fail(const struct crd_store *store, int rc, const char *what,
                          detail, store_fix_hint(code));
 }
 
-static int store_exec(struct crd_store *store, const char *sql, const char *what,
-                      struct crd_error *err)
+int crd_store_exec(struct crd_store *store, const char *sql, const char *what,
+                   struct crd_error *err)
 {
     int rc = sqlite3_exec(store->db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        return store_fail(store, rc, what, err);
+        return crd_store_fail(store, rc, what, err);
     }
     return 0;
 }
 
-/* Ends an open transaction, if any. The error is already in err, so this one is dropped. */
-static void store_rollback(struct crd_store *store)
+void crd_store_rollback(struct crd_store *store)
 {
     if (sqlite3_get_autocommit(store->db) == 0) {
         (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
@@ -207,7 +222,7 @@ static int store_query_int64(struct crd_store *store, const char *sql, const cha
         goto out;
     }
     if (rc != SQLITE_ROW) {
-        r = store_fail(store, rc, what, err);
+        r = crd_store_fail(store, rc, what, err);
         goto out;
     }
 
@@ -225,10 +240,29 @@ static int store_prepare(struct crd_store *store, const char *sql, sqlite3_stmt 
     int rc = sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
     if (rc != SQLITE_OK) {
         sqlite3_finalize(stmt);
-        return store_fail(store, rc, "preparing a statement", err);
+        return crd_store_fail(store, rc, "preparing a statement", err);
     }
     *ret_stmt = stmt;
     return 0;
+}
+
+int crd_store_statement_locked(struct crd_store *store, enum crd_store_statement which,
+                               const char *sql, sqlite3_stmt **ret_stmt, struct crd_error *err)
+{
+    if (store->statements[which] == NULL) {
+        int r = store_prepare(store, sql, &store->statements[which], err);
+        if (r < 0) {
+            return r;
+        }
+    }
+    *ret_stmt = store->statements[which];
+    return 0;
+}
+
+void crd_store_statement_done(sqlite3_stmt *stmt)
+{
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
 }
 
 /* Creates the state directory with mode 0700 unless it exists. Parents must exist. */
@@ -268,7 +302,7 @@ static int store_open_connection(struct crd_store *store, unsigned busy_timeout_
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(store->path, &store->db, flags, NULL);
     if (rc != SQLITE_OK) {
-        return store_fail(store, rc, "opening", err);
+        return crd_store_fail(store, rc, "opening", err);
     }
     (void)sqlite3_extended_result_codes(store->db, 1);
 
@@ -284,7 +318,7 @@ static int store_open_connection(struct crd_store *store, unsigned busy_timeout_
     unsigned timeout_ms = busy_timeout_ms == 0 ? STORE_DEFAULT_BUSY_TIMEOUT_MS : busy_timeout_ms;
     rc = sqlite3_busy_timeout(store->db, timeout_ms > INT_MAX ? INT_MAX : (int)timeout_ms);
     if (rc != SQLITE_OK) {
-        return store_fail(store, rc, "setting the busy timeout", err);
+        return crd_store_fail(store, rc, "setting the busy timeout", err);
     }
     return 0;
 }
@@ -318,7 +352,7 @@ static int store_enable_wal(struct crd_store *store, struct crd_error *err)
         rc = sqlite3_step(stmt);
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        r = store_fail(store, rc, "setting the WAL journal mode", err);
+        r = crd_store_fail(store, rc, "setting the WAL journal mode", err);
         goto out;
     }
 
@@ -353,12 +387,12 @@ static int store_apply_pragmas(struct crd_store *store, enum crd_durability dura
      */
     const char *sync_sql = durability == CRD_DURABILITY_FULL ? "PRAGMA synchronous = FULL"
                                                              : "PRAGMA synchronous = NORMAL";
-    r = store_exec(store, sync_sql, "setting the synchronous level", err);
+    r = crd_store_exec(store, sync_sql, "setting the synchronous level", err);
     if (r < 0) {
         return r;
     }
 
-    return store_exec(store, "PRAGMA foreign_keys = ON", "enabling foreign keys", err);
+    return crd_store_exec(store, "PRAGMA foreign_keys = ON", "enabling foreign keys", err);
 }
 
 /*
@@ -370,7 +404,7 @@ static int store_apply_pragmas(struct crd_store *store, enum crd_durability dura
 static int store_migrate_step(struct crd_store *store, int *ret_version, int *ret_done,
                               struct crd_error *err)
 {
-    int r = store_exec(store, "BEGIN IMMEDIATE", "starting a migration", err);
+    int r = crd_store_exec(store, "BEGIN IMMEDIATE", "starting a migration", err);
     if (r < 0) {
         return r;
     }
@@ -393,20 +427,20 @@ static int store_migrate_step(struct crd_store *store, int *ret_version, int *re
     if (!done) {
         char what[64];
         snprintf(what, sizeof(what), "migration to schema version %lld", (long long)version + 1);
-        r = store_exec(store, store_migrations[version], what, err);
+        r = crd_store_exec(store, store_migrations[version], what, err);
         if (r < 0) {
             goto out;
         }
 
         char bump[64];
         snprintf(bump, sizeof(bump), "PRAGMA user_version = %lld", (long long)version + 1);
-        r = store_exec(store, bump, what, err);
+        r = crd_store_exec(store, bump, what, err);
         if (r < 0) {
             goto out;
         }
     }
 
-    r = store_exec(store, "COMMIT", "committing a migration", err);
+    r = crd_store_exec(store, "COMMIT", "committing a migration", err);
     if (r < 0) {
         goto out;
     }
@@ -416,7 +450,7 @@ static int store_migrate_step(struct crd_store *store, int *ret_version, int *re
 
 out:
     if (r < 0) {
-        store_rollback(store);
+        crd_store_rollback(store);
     }
     return r;
 }
@@ -569,6 +603,9 @@ void crd_store_close(struct crd_store *store)
     sqlite3_finalize(store->enqueue_job);
     sqlite3_finalize(store->get_setting);
     sqlite3_finalize(store->set_setting);
+    for (size_t i = 0; i < CRD_STORE_STMT__COUNT; i++) {
+        sqlite3_finalize(store->statements[i]);
+    }
 
     if (store->db != NULL) {
         /* Best effort: a WAL left behind is replayed by the next open. */
@@ -627,8 +664,7 @@ static int store_check_notice(const struct crd_job_notice *notice, size_t index,
     return 0;
 }
 
-/* Binds a string that must stay valid until the statement is reset. NULL binds SQL NULL. */
-static int store_bind_text(sqlite3_stmt *stmt, int index, const char *value)
+int crd_store_bind_text(sqlite3_stmt *stmt, int index, const char *value)
 {
     if (value == NULL) {
         return sqlite3_bind_null(stmt, index);
@@ -642,15 +678,15 @@ static int store_upsert_job_locked(struct crd_store *store, const struct crd_job
     sqlite3_stmt *stmt = store->enqueue_job;
     int r = 0;
 
-    int rc = store_bind_text(stmt, 1, notice->tenant_id);
+    int rc = crd_store_bind_text(stmt, 1, notice->tenant_id);
     if (rc == SQLITE_OK) {
-        rc = store_bind_text(stmt, 2, notice->call_id);
+        rc = crd_store_bind_text(stmt, 2, notice->call_id);
     }
     if (rc == SQLITE_OK) {
-        rc = store_bind_text(stmt, 3, notice->subscription_id);
+        rc = crd_store_bind_text(stmt, 3, notice->subscription_id);
     }
     if (rc == SQLITE_OK) {
-        rc = store_bind_text(stmt, 4, notice->change_type);
+        rc = crd_store_bind_text(stmt, 4, notice->change_type);
     }
     if (rc == SQLITE_OK) {
         rc = sqlite3_bind_int64(stmt, 5, notice->notified_at_ms);
@@ -664,7 +700,7 @@ static int store_upsert_job_locked(struct crd_store *store, const struct crd_job
     if (rc != SQLITE_DONE) {
         char what[96];
         snprintf(what, sizeof(what), "storing the job for call '%s'", notice->call_id);
-        r = store_fail(store, rc, what, err);
+        r = crd_store_fail(store, rc, what, err);
     }
 
     sqlite3_reset(stmt);
@@ -693,7 +729,7 @@ int crd_store_enqueue_jobs(struct crd_store *store, const struct crd_job_notice 
     pthread_mutex_lock(&store->lock);
 
     int64_t now_ms = crd_time_now_ms();
-    int r = store_exec(store, "BEGIN IMMEDIATE", "starting the enqueue transaction", err);
+    int r = crd_store_exec(store, "BEGIN IMMEDIATE", "starting the enqueue transaction", err);
     if (r < 0) {
         goto out;
     }
@@ -703,11 +739,11 @@ int crd_store_enqueue_jobs(struct crd_store *store, const struct crd_job_notice 
             goto out;
         }
     }
-    r = store_exec(store, "COMMIT", "committing the enqueued jobs", err);
+    r = crd_store_exec(store, "COMMIT", "committing the enqueued jobs", err);
 
 out:
     if (r < 0) {
-        store_rollback(store);
+        crd_store_rollback(store);
     }
     pthread_mutex_unlock(&store->lock);
 
@@ -740,7 +776,7 @@ int crd_store_get_setting(struct crd_store *store, const char *key, char **ret_v
         goto out;
     }
     if (rc != SQLITE_ROW) {
-        r = store_fail(store, rc, "reading a setting", err);
+        r = crd_store_fail(store, rc, "reading a setting", err);
         goto out;
     }
 
@@ -788,7 +824,7 @@ int crd_store_set_setting(struct crd_store *store, const char *key, const char *
         rc = sqlite3_step(stmt);
     }
     if (rc != SQLITE_DONE) {
-        r = store_fail(store, rc, "writing a setting", err);
+        r = crd_store_fail(store, rc, "writing a setting", err);
     }
 
     sqlite3_reset(stmt);

@@ -11,11 +11,13 @@
 #ifndef CRD_STORE_H
 #define CRD_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "conf.h"
 #include "error.h"
+#include "util.h"
 
 #define CRD_STORE_FILE_NAME "callrecd.db"
 
@@ -95,5 +97,118 @@ int crd_store_set_setting(struct crd_store *store, const char *key, const char *
  * and no other connection can read it.
  */
 int crd_store_get_synchronous(struct crd_store *store, int *ret_level, struct crd_error *err);
+
+/* ---- jobs: claiming, finishing, rescheduling (the fetcher's side) ---------------------------- */
+
+/* A job claimed by a fetch worker. */
+struct crd_job {
+    char tenant_id[CRD_GUID_LEN + 1];
+    char call_id[CRD_GUID_LEN + 1];
+    char subscription_id[CRD_GUID_LEN + 1];   /* "" when unknown */
+    int64_t first_notified_at_ms;
+    int64_t last_notified_at_ms;
+    int64_t claimed_at_ms;
+    unsigned attempts;                         /* fetch attempts before this one */
+    int64_t notification_count;                /* notices coalesced into the job when claimed */
+};
+
+/*
+ * Marks every job left in state 'running' (by a process that died) as pending
+ * again and due now. Called once at start-up. *ret_count (may be NULL) gets
+ * the number of jobs recovered.
+ */
+int crd_store_recover_jobs(struct crd_store *store, int64_t *ret_count, struct crd_error *err);
+
+/*
+ * Claims the pending job with the earliest due time not after now_ms and
+ * marks it running, claimed at now_ms (wall-clock ms since the epoch, the
+ * clock of crd_job_notice.notified_at_ms). Returns 0, or -ENOENT when no job
+ * is due; then *ret_next_due_ms (may be NULL) gets the earliest future due
+ * time, or 0 when there are no pending jobs at all.
+ */
+int crd_store_claim_job(struct crd_store *store, int64_t now_ms, struct crd_job *ret_job,
+                        int64_t *ret_next_due_ms, struct crd_error *err);
+
+/* One fetched version of a call record, ready to be stored. */
+struct crd_record_version {
+    int64_t version;
+    const char *record_json;                   /* the complete record, compact JSON */
+    size_t record_json_len;
+    int64_t fetched_at_ms;
+};
+
+/*
+ * Finishes a job in one transaction. When record is newer than the newest
+ * version stored for the call, it is stored, one outbox row per sink name is
+ * created, and *ret_stored is true. An equal or older version is a
+ * duplicate, and *ret_stored is false. The job becomes 'done', or 'pending'
+ * and due now when a notification for the call arrived after it was claimed.
+ * That is the case when its notification time is later than the claim time,
+ * or when the job's notification count grew since the claim. The count also
+ * catches a notice in the claim's millisecond or one stamped after the wall
+ * clock stepped back. Sink names must be 1 to 64 bytes long and distinct,
+ * or the call returns -EINVAL.
+ */
+int crd_store_complete_job(struct crd_store *store, const struct crd_job *job,
+                           const struct crd_record_version *record,
+                           const char *const *sink_names, size_t n_sinks, bool *ret_stored,
+                           struct crd_error *err);
+
+/*
+ * Makes the job pending again, due at due_at_ms, counting one more attempt
+ * and keeping last_error (may be NULL). -ENOENT when the job does not exist.
+ */
+int crd_store_reschedule_job(struct crd_store *store, const struct crd_job *job, int64_t due_at_ms,
+                             const char *last_error, struct crd_error *err);
+
+/*
+ * Gives the job up: state 'failed' with last_error. A later notification
+ * re-arms it, and so does one that arrived during this fetch: then the job
+ * is pending and due now instead. -ENOENT when the job does not exist.
+ */
+int crd_store_fail_job(struct crd_store *store, const struct crd_job *job, const char *last_error,
+                       struct crd_error *err);
+
+/* Newest stored version of a call, or -ENOENT. */
+int crd_store_newest_version(struct crd_store *store, const char *tenant_id, const char *call_id,
+                             int64_t *ret_version, struct crd_error *err);
+
+/* ---- outbox: one row per (sink, record version) until the sink confirms ------------------------ */
+
+struct crd_delivery {
+    int64_t id;                                /* outbox row id */
+    char sink[65];
+    char tenant_id[CRD_GUID_LEN + 1];
+    char call_id[CRD_GUID_LEN + 1];
+    int64_t version;
+    int64_t first_notified_at_ms;
+    int64_t fetched_at_ms;
+    unsigned attempts;                         /* delivery attempts before this one */
+    char *record_json;                         /* malloc'ed; freed by crd_delivery_clear() */
+    size_t record_json_len;
+};
+
+/*
+ * Claims the next due delivery of one sink: the oldest row whose due time
+ * has come, and never a version of a call while an older version of the same
+ * call is still waiting for that sink. Returns 0, or -ENOENT when none is due;
+ * then *ret_next_due_ms (may be NULL) gets the earliest future due time, or 0.
+ */
+int crd_store_claim_delivery(struct crd_store *store, const char *sink, int64_t now_ms,
+                             struct crd_delivery *ret_delivery, int64_t *ret_next_due_ms,
+                             struct crd_error *err);
+
+/* Removes the row after the sink confirmed delivery. */
+int crd_store_ack_delivery(struct crd_store *store, int64_t id, struct crd_error *err);
+
+/* Keeps the row for a later attempt at due_at_ms, counting one more attempt. */
+int crd_store_retry_delivery(struct crd_store *store, int64_t id, int64_t due_at_ms,
+                             const char *last_error, struct crd_error *err);
+
+/* Number of rows waiting for one sink, for status and tests. */
+int crd_store_count_deliveries(struct crd_store *store, const char *sink, int64_t *ret_count,
+                               struct crd_error *err);
+
+void crd_delivery_clear(struct crd_delivery *delivery);
 
 #endif

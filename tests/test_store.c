@@ -1027,6 +1027,610 @@ START_TEST(test_settings_invalid_arguments)
 }
 END_TEST
 
+/* --- jobs: claiming, completing, rescheduling ------------------------------------------------ */
+
+static const char *const TWO_SINKS[] = {"archive", "siem"};
+
+#define RECORD_V1 "{\"id\":\"" CALL_A "\",\"version\":1,\"type\":\"groupCall\"}"
+#define RECORD_V2 "{\"id\":\"" CALL_A "\",\"version\":2,\"type\":\"groupCall\"}"
+
+static void claim_ok(struct crd_store *store, int64_t now_ms, struct crd_job *job)
+{
+    struct crd_error err = {0};
+    int r = crd_store_claim_job(store, now_ms, job, NULL, &err);
+    ck_assert_msg(r == 0, "crd_store_claim_job failed (%d): %s", r, err.message);
+}
+
+/* Completes job with a record text and returns whether it was stored as a new version. */
+static bool complete_ok(struct crd_store *store, const struct crd_job *job, int64_t version,
+                        const char *record_json)
+{
+    struct crd_record_version record = {
+        .version = version,
+        .record_json = record_json,
+        .record_json_len = strlen(record_json),
+        .fetched_at_ms = NOTIFIED_AT + 5000,
+    };
+    struct crd_error err = {0};
+    bool stored = false;
+    int r = crd_store_complete_job(store, job, &record, TWO_SINKS, 2, &stored, &err);
+    ck_assert_msg(r == 0, "crd_store_complete_job failed (%d): %s", r, err.message);
+    return stored;
+}
+
+/* Reads one integer with a statement that has the call id as ?1. */
+static int64_t raw_int_for_call(const char *db_path, const char *sql, const char *call_id)
+{
+    sqlite3 *db = raw_open(db_path);
+    sqlite3_stmt *stmt = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_bind_text(stmt, 1, call_id, -1, SQLITE_STATIC), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(stmt), SQLITE_ROW);
+    int64_t value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return value;
+}
+
+static int64_t count_outbox(const char *db_path)
+{
+    sqlite3 *db = raw_open(db_path);
+    int64_t n = raw_int(db, "SELECT count(*) FROM outbox");
+    sqlite3_close(db);
+    return n;
+}
+
+static int64_t count_records(const char *db_path)
+{
+    sqlite3 *db = raw_open(db_path);
+    int64_t n = raw_int(db, "SELECT count(*) FROM records");
+    sqlite3_close(db);
+    return n;
+}
+
+START_TEST(test_claim_job_earliest_due_first)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notices[] = {
+        make_notice(CALL_A, NOTIFIED_AT + 300),
+        make_notice(CALL_B, NOTIFIED_AT + 100),
+        make_notice(CALL_C, NOTIFIED_AT + 200),
+    };
+    enqueue_ok(store, notices, 3);
+    struct crd_error err = {0};
+    struct crd_job job;
+    int64_t now = NOTIFIED_AT + 250;
+
+    claim_ok(store, now, &job);
+    ck_assert_str_eq(job.call_id, CALL_B);
+    claim_ok(store, now, &job);
+    ck_assert_str_eq(job.call_id, CALL_C);
+    int64_t next_due = -1;
+    ck_assert_int_eq(crd_store_claim_job(store, now, &job, &next_due, &err), -ENOENT);
+    ck_assert_int_eq(next_due, NOTIFIED_AT + 300);
+
+    claim_ok(store, NOTIFIED_AT + 300, &job);
+    ck_assert_str_eq(job.call_id, CALL_A);
+    next_due = -1;
+    ck_assert_int_eq(crd_store_claim_job(store, INT64_MAX, &job, &next_due, &err), -ENOENT);
+    ck_assert_int_eq(next_due, 0);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_claim_job_fills_job_and_row)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notices[] = {
+        make_notice(CALL_A, NOTIFIED_AT),
+        make_notice(CALL_A, NOTIFIED_AT + 40),
+    };
+    enqueue_ok(store, notices, 2);
+    int64_t now = NOTIFIED_AT + 1000;
+
+    struct crd_job job;
+    claim_ok(store, now, &job);
+
+    ck_assert_str_eq(job.tenant_id, TENANT_ID);
+    ck_assert_str_eq(job.call_id, CALL_A);
+    ck_assert_str_eq(job.subscription_id, SUBSCRIPTION_ID);
+    ck_assert_int_eq(job.first_notified_at_ms, NOTIFIED_AT);
+    ck_assert_int_eq(job.last_notified_at_ms, NOTIFIED_AT + 40);
+    ck_assert_int_eq(job.claimed_at_ms, now);
+    ck_assert_uint_eq(job.attempts, 0);
+    ck_assert_int_eq(job.notification_count, 2);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "running");
+    ck_assert_int_eq(row.last_attempt_at, now);
+    job_row_free(&row);
+    ck_assert_int_eq(raw_int_for_call(env.db_path, "SELECT claimed_at FROM jobs WHERE call_id = ?1",
+                                      CALL_A),
+                     now);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_claim_job_without_subscription)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    notice.subscription_id = NULL;
+    enqueue_ok(store, &notice, 1);
+
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT, &job);
+
+    ck_assert_str_eq(job.subscription_id, "");
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_complete_job_stores_newer_version)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    int64_t before = crd_time_now_ms();
+
+    ck_assert(complete_ok(store, &job, 1, RECORD_V1));
+
+    int64_t after = crd_time_now_ms();
+    sqlite3 *db = raw_open(env.db_path);
+    char *record = raw_text(db, "SELECT record FROM records");
+    ck_assert_str_eq(record, RECORD_V1);
+    free(record);
+    ck_assert_int_eq(raw_int(db, "SELECT version FROM records"), 1);
+    ck_assert_int_eq(raw_int(db, "SELECT fetched_at FROM records"), NOTIFIED_AT + 5000);
+    ck_assert_int_eq(raw_int(db, "SELECT first_notified_at FROM records"), NOTIFIED_AT);
+    ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM outbox WHERE sink = 'archive'"), 1);
+    ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM outbox WHERE sink = 'siem'"), 1);
+    ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM outbox WHERE version = 1 AND call_id = '"
+                                 CALL_A "' AND tenant_id = '" TENANT_ID "'"), 2);
+    ck_assert_int_eq(raw_int(db, "SELECT sum(attempts) FROM outbox"), 0);
+    ck_assert_int_ge(raw_int(db, "SELECT min(due_at) FROM outbox"), before);
+    ck_assert_int_le(raw_int(db, "SELECT max(due_at) FROM outbox"), after);
+    sqlite3_close(db);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "done");
+    job_row_free(&row);
+    int64_t newest = 0;
+    struct crd_error err = {0};
+    ck_assert_int_eq(crd_store_newest_version(store, TENANT_ID, CALL_A, &newest, &err), 0);
+    ck_assert_int_eq(newest, 1);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_complete_job_drops_equal_or_older)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job job;
+    static const int64_t versions[] = {2, 2, 1};
+    static const bool expected[] = {true, false, false};
+
+    for (size_t i = 0; i < 3; i++) {
+        struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT + 10 * (int64_t)i);
+        enqueue_ok(store, &notice, 1);
+        claim_ok(store, NOTIFIED_AT + 1000 + 10 * (int64_t)i, &job);
+        bool stored = complete_ok(store, &job, versions[i], versions[i] == 2 ? RECORD_V2
+                                                                             : RECORD_V1);
+        ck_assert_msg(stored == expected[i], "completion %zu with version %lld: stored %d", i,
+                      (long long)versions[i], stored);
+    }
+
+    ck_assert_int_eq(count_records(env.db_path), 1);
+    ck_assert_int_eq(count_outbox(env.db_path), 2);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "done");
+    job_row_free(&row);
+    int64_t newest = 0;
+    struct crd_error err = {0};
+    ck_assert_int_eq(crd_store_newest_version(store, TENANT_ID, CALL_A, &newest, &err), 0);
+    ck_assert_int_eq(newest, 2);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_newest_version_unknown_call)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_error err = {0};
+    int64_t newest = -7;
+
+    ck_assert_int_eq(crd_store_newest_version(store, TENANT_ID, CALL_B, &newest, &err), -ENOENT);
+    ck_assert_int_eq(newest, -7);
+    ck_assert_int_eq(crd_store_newest_version(store, NULL, CALL_B, &newest, &err), -EINVAL);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_notification_during_fetch_rearms)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    struct crd_job_notice during = make_notice(CALL_A, NOTIFIED_AT + 2000);
+    enqueue_ok(store, &during, 1);
+    int64_t before = crd_time_now_ms();
+
+    ck_assert(complete_ok(store, &job, 1, RECORD_V1));
+
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "pending");
+    ck_assert_int_ge(row.due_at, before);
+    ck_assert_int_le(row.due_at, crd_time_now_ms());
+    ck_assert_int_eq(row.attempts, 0);
+    job_row_free(&row);
+    struct crd_job again;
+    claim_ok(store, crd_time_now_ms(), &again);
+    ck_assert_str_eq(again.call_id, CALL_A);
+    ck_assert_int_eq(again.last_notified_at_ms, NOTIFIED_AT + 2000);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+/* A notice stamped before the claim time (same millisecond, or the clock stepped back). */
+START_TEST(test_notification_with_earlier_stamp_rearms)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    struct crd_job_notice during = make_notice(CALL_A, NOTIFIED_AT + 500);
+    enqueue_ok(store, &during, 1);
+
+    ck_assert(complete_ok(store, &job, 1, RECORD_V1));
+
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "pending");
+    job_row_free(&row);
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_reschedule_job_counts_attempts)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_error err = {0};
+    struct crd_job job;
+    int64_t due_at = NOTIFIED_AT + 60000;
+
+    for (unsigned i = 0; i < 2; i++) {
+        claim_ok(store, due_at - 60000 + 60000 * (int64_t)i, &job);
+        ck_assert_uint_eq(job.attempts, i);
+        int r = crd_store_reschedule_job(store, &job, due_at + 60000 * (int64_t)i, "HTTP 503",
+                                         &err);
+        ck_assert_msg(r == 0, "crd_store_reschedule_job failed (%d): %s", r, err.message);
+    }
+
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "pending");
+    ck_assert_int_eq(row.due_at, due_at + 60000);
+    ck_assert_int_eq(row.attempts, 2);
+    ck_assert_str_eq(row.last_error, "HTTP 503");
+    job_row_free(&row);
+    int64_t next_due = 0;
+    ck_assert_int_eq(crd_store_claim_job(store, due_at + 59999, &job, &next_due, &err), -ENOENT);
+    ck_assert_int_eq(next_due, due_at + 60000);
+    claim_ok(store, due_at + 60000, &job);
+    ck_assert_uint_eq(job.attempts, 2);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_fail_job_marks_failed)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_error err = {0};
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+
+    int r = crd_store_fail_job(store, &job, "HTTP 404 after the retention period", &err);
+
+    ck_assert_msg(r == 0, "crd_store_fail_job failed (%d): %s", r, err.message);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "failed");
+    ck_assert_int_eq(row.attempts, 1);
+    ck_assert_str_eq(row.last_error, "HTTP 404 after the retention period");
+    job_row_free(&row);
+    int64_t next_due = -1;
+    ck_assert_int_eq(crd_store_claim_job(store, INT64_MAX, &job, &next_due, &err), -ENOENT);
+    ck_assert_int_eq(next_due, 0);
+    ck_assert_int_eq(count_records(env.db_path), 0);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_fail_job_notified_during_fetch_rearms)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_error err = {0};
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    ck_assert_int_eq(crd_store_reschedule_job(store, &job, NOTIFIED_AT + 1000, "HTTP 503", &err),
+                     0);
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    ck_assert_uint_eq(job.attempts, 1);
+    struct crd_job_notice during = make_notice(CALL_A, NOTIFIED_AT + 2000);
+    enqueue_ok(store, &during, 1);
+
+    ck_assert_int_eq(crd_store_fail_job(store, &job, "HTTP 403", &err), 0);
+
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "pending");
+    ck_assert_int_eq(row.attempts, 0);
+    ck_assert_str_eq(row.last_error, "HTTP 403");
+    job_row_free(&row);
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_change_unknown_job_fails)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_error err = {0};
+    struct crd_job job = {.tenant_id = TENANT_ID, .call_id = CALL_D};
+
+    ck_assert_int_eq(crd_store_reschedule_job(store, &job, NOTIFIED_AT, "x", &err), -ENOENT);
+    ck_assert_int_eq(crd_store_fail_job(store, &job, "x", &err), -ENOENT);
+    struct crd_job bad = {.tenant_id = TENANT_ID, .call_id = "not-a-guid"};
+    ck_assert_int_eq(crd_store_reschedule_job(store, &bad, NOTIFIED_AT, "x", &err), -EINVAL);
+    ck_assert_int_eq(crd_store_fail_job(store, NULL, "x", &err), -EINVAL);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_complete_job_invalid_arguments)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    struct crd_error err = {0};
+    bool stored = false;
+    struct crd_record_version record = {
+        .version = 1,
+        .record_json = RECORD_V1,
+        .record_json_len = strlen(RECORD_V1),
+        .fetched_at_ms = NOTIFIED_AT,
+    };
+    const char *duplicate[] = {"siem", "siem"};
+    const char *empty[] = {""};
+    const char *too_long[] = {"a-sink-name-longer-than-sixty-four-bytes-which-is-the-maximum-length"};
+    struct crd_record_version negative = record;
+    negative.version = -1;
+
+    ck_assert_int_eq(crd_store_complete_job(store, &job, &record, duplicate, 2, &stored, &err),
+                     -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "siem"));
+    ck_assert_int_eq(crd_store_complete_job(store, &job, &record, empty, 1, &stored, &err),
+                     -EINVAL);
+    ck_assert_int_eq(crd_store_complete_job(store, &job, &record, too_long, 1, &stored, &err),
+                     -EINVAL);
+    ck_assert_int_eq(crd_store_complete_job(store, &job, &negative, TWO_SINKS, 2, &stored, &err),
+                     -EINVAL);
+    ck_assert_int_eq(crd_store_complete_job(store, &job, NULL, TWO_SINKS, 2, &stored, &err),
+                     -EINVAL);
+    ck_assert_int_eq(crd_store_complete_job(store, NULL, &record, TWO_SINKS, 2, &stored, &err),
+                     -EINVAL);
+    ck_assert_int_eq(count_records(env.db_path), 0);
+    ck_assert_int_eq(count_outbox(env.db_path), 0);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "running");
+    job_row_free(&row);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+/* A failing outbox insert rolls the record back too, and the job stays running. */
+START_TEST(test_complete_job_failure_rolls_back)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    raw_exec_on(env.db_path, "CREATE TRIGGER reject_siem BEFORE INSERT ON outbox"
+                             " WHEN NEW.sink = 'siem' BEGIN SELECT RAISE(ABORT, 'rejected'); END");
+    struct crd_record_version record = {
+        .version = 1,
+        .record_json = RECORD_V1,
+        .record_json_len = strlen(RECORD_V1),
+        .fetched_at_ms = NOTIFIED_AT,
+    };
+    struct crd_error err = {0};
+    bool stored = false;
+
+    int r = crd_store_complete_job(store, &job, &record, TWO_SINKS, 2, &stored, &err);
+
+    ck_assert_int_eq(r, -EIO);
+    ck_assert_ptr_nonnull(strstr(err.message, "siem"));
+    ck_assert_int_eq(count_records(env.db_path), 0);
+    ck_assert_int_eq(count_outbox(env.db_path), 0);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "running");
+    job_row_free(&row);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_recover_jobs_after_crash)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notices[] = {
+        make_notice(CALL_A, NOTIFIED_AT),
+        make_notice(CALL_B, NOTIFIED_AT + 1),
+        make_notice(CALL_C, NOTIFIED_AT + 2),
+    };
+    enqueue_ok(store, notices, 3);
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    claim_ok(store, NOTIFIED_AT + 1000, &job);
+    crd_store_close(store); /* the process dies with two fetches running */
+
+    store = open_store(&env);
+    int64_t before = crd_time_now_ms();
+    int64_t recovered = -1;
+    struct crd_error err = {0};
+    int r = crd_store_recover_jobs(store, &recovered, &err);
+
+    ck_assert_msg(r == 0, "crd_store_recover_jobs failed (%d): %s", r, err.message);
+    ck_assert_int_eq(recovered, 2);
+    static const char *const calls[] = {CALL_A, CALL_B};
+    for (size_t i = 0; i < 2; i++) {
+        struct job_row row;
+        read_job(env.db_path, calls[i], &row);
+        ck_assert_str_eq(row.state, "pending");
+        ck_assert_int_ge(row.due_at, before);
+        job_row_free(&row);
+    }
+    struct job_row untouched;
+    read_job(env.db_path, CALL_C, &untouched);
+    ck_assert_int_eq(untouched.due_at, NOTIFIED_AT + 2);
+    job_row_free(&untouched);
+    ck_assert_int_eq(crd_store_recover_jobs(store, NULL, &err), 0);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+/* --- migration ------------------------------------------------------------------------------ */
+
+/* The schema of version 1 as it shipped, to build a database as the previous release left it. */
+static const char schema_version_1[] =
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL);"
+    "CREATE TABLE jobs (tenant_id TEXT NOT NULL, call_id TEXT NOT NULL, subscription_id TEXT,"
+    "  change_type TEXT, first_notified_at INTEGER NOT NULL, last_notified_at INTEGER NOT NULL,"
+    "  notification_count INTEGER NOT NULL DEFAULT 1, state TEXT NOT NULL DEFAULT 'pending'"
+    "    CHECK (state IN ('pending', 'running', 'done', 'failed')),"
+    "  due_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_attempt_at INTEGER,"
+    "  last_error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (tenant_id, call_id)) WITHOUT ROWID;"
+    "CREATE INDEX jobs_state_due_at ON jobs (state, due_at);"
+    "PRAGMA user_version = 1;"
+    "INSERT INTO jobs (tenant_id, call_id, first_notified_at, last_notified_at, state, due_at,"
+    "                  attempts, created_at, updated_at)"
+    " VALUES ('" TENANT_ID "', '" CALL_A "', 1000, 1000, 'pending', 1000, 0, 1000, 1000),"
+    "        ('" TENANT_ID "', '" CALL_B "', 2000, 2000, 'running', 2000, 1, 2000, 2000),"
+    "        ('" TENANT_ID "', '" CALL_C "', 3000, 3000, 'done', 3000, 0, 3000, 3000);";
+
+START_TEST(test_migrate_version_1_keeps_jobs)
+{
+    struct test_env env;
+    env_init(&env);
+    ck_assert_int_eq(mkdir(env.state_dir, 0700), 0);
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(env.db_path, &db), SQLITE_OK);
+    raw_exec(db, schema_version_1);
+    sqlite3_close(db);
+
+    struct crd_store_open_report report = {-1, -1, -1};
+    struct crd_store *store = open_store_with(env.state_dir, CRD_DURABILITY_PROCESS, 0, &report);
+
+    ck_assert_int_eq(report.schema_version_before, 1);
+    ck_assert_int_eq(report.schema_version, 2);
+    ck_assert_int_eq(report.pending_jobs, 2);
+    ck_assert_int_eq(count_jobs(env.db_path), 3);
+    db = raw_open(env.db_path);
+    ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
+    ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM jobs WHERE claimed_at IS NULL"), 3);
+    ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM records"), 0);
+    ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM outbox"), 0);
+    sqlite3_close(db);
+    struct crd_error err = {0};
+    int64_t recovered = 0;
+    ck_assert_int_eq(crd_store_recover_jobs(store, &recovered, &err), 0);
+    ck_assert_int_eq(recovered, 1);
+    struct crd_job job;
+    claim_ok(store, 1500, &job);
+    ck_assert_str_eq(job.call_id, CALL_A);
+    ck_assert(complete_ok(store, &job, 1, RECORD_V1));
+    ck_assert_int_eq(count_outbox(env.db_path), 2);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *suite = suite_create("store");
@@ -1065,6 +1669,25 @@ static Suite *store_suite(void)
     tcase_add_test(settings, test_settings_round_trip);
     tcase_add_test(settings, test_settings_invalid_arguments);
     suite_add_tcase(suite, settings);
+
+    TCase *jobs = tcase_create("jobs");
+    tcase_add_test(jobs, test_claim_job_earliest_due_first);
+    tcase_add_test(jobs, test_claim_job_fills_job_and_row);
+    tcase_add_test(jobs, test_claim_job_without_subscription);
+    tcase_add_test(jobs, test_complete_job_stores_newer_version);
+    tcase_add_test(jobs, test_complete_job_drops_equal_or_older);
+    tcase_add_test(jobs, test_newest_version_unknown_call);
+    tcase_add_test(jobs, test_notification_during_fetch_rearms);
+    tcase_add_test(jobs, test_notification_with_earlier_stamp_rearms);
+    tcase_add_test(jobs, test_reschedule_job_counts_attempts);
+    tcase_add_test(jobs, test_fail_job_marks_failed);
+    tcase_add_test(jobs, test_fail_job_notified_during_fetch_rearms);
+    tcase_add_test(jobs, test_change_unknown_job_fails);
+    tcase_add_test(jobs, test_complete_job_invalid_arguments);
+    tcase_add_test(jobs, test_complete_job_failure_rolls_back);
+    tcase_add_test(jobs, test_recover_jobs_after_crash);
+    tcase_add_test(jobs, test_migrate_version_1_keeps_jobs);
+    suite_add_tcase(suite, jobs);
 
     return suite;
 }
