@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Microsoft Graph client (libcurl) for reading call records, with the token
+ * cache and the throttle gate that every worker shares.
+ *
+ * struct crd_graph is shared and thread-safe: it holds the configuration,
+ * the access token cache (refreshed before expiry and once after a 401) and
+ * the throttle gate (a 429 pauses every request of every worker until its
+ * Retry-After has passed). struct crd_graph_session belongs to one thread at
+ * a time and owns the curl easy handle, so connections are reused.
+ */
+#ifndef CRD_GRAPH_H
+#define CRD_GRAPH_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "secret.h"
+
+struct crd_graph;
+struct crd_graph_session;
+
+struct crd_graph_options {
+    const char *graph_url;                 /* "https://graph.microsoft.com", no trailing slash */
+    const char *login_url;                 /* "https://login.microsoftonline.com", no trailing slash */
+    const char *tenant;                    /* GUID or domain */
+    const char *client_id;
+    const struct crd_secret *client_secret;  /* borrowed; must outlive the client */
+    const char *ca_file;                   /* NULL: the system trust store */
+    const char *proxy;                     /* NULL: libcurl's defaults (environment) */
+    unsigned connect_timeout_ms;           /* 0: 10000 */
+    unsigned total_timeout_ms;             /* per HTTP request; 0: 60000 */
+    unsigned max_attempts;                 /* per request for transient failures; 0: 5 */
+    unsigned backoff_base_ms;              /* first retry delay before jitter; 0: 500 */
+    unsigned backoff_max_ms;               /* cap of the exponential backoff; 0: 30000 */
+};
+
+/* What Graph said about a failed request, for logs. Empty strings when unknown. */
+struct crd_graph_failure {
+    long http_status;                      /* 0 for a transport failure */
+    char code[64];                         /* error.code from Graph's error body */
+    char request_id[64];                   /* error.innerError.request-id */
+    char client_request_id[64];            /* error.innerError.client-request-id */
+    char date[40];                         /* error.innerError.date */
+    int64_t retry_after_ms;                /* from Retry-After; 0 when absent */
+    unsigned attempts;                     /* HTTP requests made, including retries */
+};
+
+/*
+ * Creates the shared client. Borrowed strings and the secret must outlive it.
+ * Call curl_global_init() before. Returns 0, -EINVAL or -ENOMEM.
+ */
+int crd_graph_new(const struct crd_graph_options *options, struct crd_graph **ret_graph,
+                  struct crd_error *err);
+void crd_graph_free(struct crd_graph *graph);
+
+int crd_graph_session_new(struct crd_graph *graph, struct crd_graph_session **ret_session,
+                          struct crd_error *err);
+void crd_graph_session_free(struct crd_graph_session *session);
+
+/*
+ * Fetches one complete call record: GET /v1.0/communications/callRecords/{id}
+ * with $expand=sessions($expand=segments), every sessions@odata.nextLink page
+ * merged into "sessions", and every participants_v2 page merged into
+ * "participants_v2". Where participants_v2 is unavailable, the participants
+ * are built from the sessions' callers and callees and the record gets
+ * "participants_v2@callrecd.source": "sessions". Next links are followed only
+ * to the configured Graph host and never twice.
+ *
+ * Transient failures (5xx, timeouts, dropped connections) are retried here
+ * with exponential backoff and jitter up to max_attempts; 429 waits at the
+ * throttle gate; 401 refreshes the token once.
+ *
+ * Returns 0 and sets *ret_record (the caller json_decref()s it), or:
+ *   -ENOENT   404: not available yet, or past the 30-day retention;
+ *   -EAGAIN   transient failures outlasted max_attempts;
+ *   -EACCES   401 after a token refresh, or 403 (permission CallRecords.Read.All missing);
+ *   -EPROTO   an invalid response: not JSON, no id or version, or a next link to another host
+ *             or seen before;
+ *   -EINVAL   another 4xx, or call_id is not a GUID;
+ *   -ECANCELED  crd_graph_cancel() was called.
+ * failure (may be NULL) is filled on every failure.
+ */
+int crd_graph_fetch_call_record(struct crd_graph_session *session, const char *call_id,
+                                json_t **ret_record, struct crd_graph_failure *failure,
+                                struct crd_error *err);
+
+/* Wakes every request waiting at the throttle gate or in backoff, making it fail with -ECANCELED. */
+void crd_graph_cancel(struct crd_graph *graph);
+
+/* Milliseconds until the throttle gate opens; 0 when open. */
+int64_t crd_graph_throttled_for_ms(struct crd_graph *graph);
+
+#endif
