@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fakegraph: emulates Microsoft Graph for the tests and the demo. This file
- * parses the command line. fakegraph_validate.c and fakegraph_notify.c
- * build the requests, and fakegraph_http.c sends them.
+ * parses the command line of validate and notify and dispatches the other
+ * commands. fakegraph_validate.c and fakegraph_notify.c build the requests,
+ * and fakegraph_http.c sends them. fakegraph_serve.c runs the server,
+ * fakegraph_client.c and fakegraph_scenario.c drive it.
  */
 #include "config.h"
 
@@ -18,7 +20,7 @@
 
 /* The ids of the committed notification fixtures, so generated items match them. */
 #define DEFAULT_TENANT "2a37c3b7-f073-59a1-b249-42c4e33881c2"
-#define DEFAULT_SUBSCRIPTION "feb91fbe-efd9-5607-b1bc-af06b720e001"
+#define DEFAULT_SUBSCRIPTION FAKEGRAPH_FIXTURE_SUBSCRIPTION
 #define DEFAULT_CLIENT_STATE "cr-4b8e1f0c9d2a47e6b3c5a7d9e1f20384"
 
 #define GENERATE_MAX 10000
@@ -39,19 +41,13 @@ enum option_id {
     OPTION_NEW_CONNECTION,
 };
 
-struct option_spec {
-    const char *name;
-    enum option_id id;
-    bool has_value;
-};
-
-static const struct option_spec validate_specs[] = {
+static const struct fakegraph_option_spec validate_specs[] = {
     {"--url", OPTION_URL, true},
     {"--token", OPTION_TOKEN, true},
     {"--cafile", OPTION_CAFILE, true},
 };
 
-static const struct option_spec notify_specs[] = {
+static const struct fakegraph_option_spec notify_specs[] = {
     {"--url", OPTION_URL, true},
     {"--cafile", OPTION_CAFILE, true},
     {"--file", OPTION_FILE, true},
@@ -70,7 +66,8 @@ static const struct option_spec notify_specs[] = {
 static void print_usage(FILE *stream)
 {
     fputs("Usage: fakegraph COMMAND [OPTION...]\n"
-          "Sends requests as Microsoft Graph does, to a callrecd listener on loopback.\n"
+          "Emulates Microsoft Graph on loopback: sends requests as Graph does to a callrecd\n"
+          "listener, and serves tokens, call records and subscriptions as Graph does.\n"
           "\n"
           "fakegraph validate --url URL --token TOKEN [--cafile FILE]\n"
           "  Sends the subscription validation handshake: a POST to\n"
@@ -93,82 +90,63 @@ static void print_usage(FILE *stream)
           "  --new-connection      open a new connection for each request\n"
           "  Prints \"notify: HTTP <status>\" for each response.\n"
           "\n"
+          "fakegraph serve --listen 127.0.0.1:PORT --cert FILE --key FILE --cafile FILE\n"
+          "                --tenant GUID --client-id GUID --client-secret-file FILE\n"
+          "                [--token-lifetime SECONDS] [--ready-file FILE] [--log FILE]\n"
+          "  Serves HTTPS on PORT (0: any free port) until SIGTERM or SIGINT, as both\n"
+          "  login.microsoftonline.com and graph.microsoft.com; the base URL is\n"
+          "  https://127.0.0.1:PORT ([::1] and localhost also work). Endpoints:\n"
+          "    POST /{tenant}/oauth2/v2.0/token         client-credentials grant\n"
+          "    GET  /v1.0/communications/callRecords/{id}[/sessions|/participants_v2]\n"
+          "    POST, GET /v1.0/subscriptions; GET, PATCH, DELETE /v1.0/subscriptions/{id}\n"
+          "    /_fakegraph/records, notify, faults, requests, reset   control API, no token\n"
+          "  --cafile FILE         CA trusted for the validation handshakes and notifications\n"
+          "  --token-lifetime S    expires_in of issued tokens, 1 to 86400 (default 3599)\n"
+          "  --ready-file FILE     written with \"PORT\\n\" once the server accepts requests\n"
+          "  --log FILE            one line per request (default: stderr); no secrets\n"
+          "\n"
+          "fakegraph publish --control BASE --record FILE [--record FILE...]\n"
+          "                  [--participants FILE...] [--not-found-for MS] [--cafile FILE]\n"
+          "  Publishes a record: the first --record file is the record, later ones are\n"
+          "  session pages whose \"value\" arrays are appended to \"sessions\". The\n"
+          "  --participants pages' \"value\" arrays form participants_v2. With\n"
+          "  --not-found-for, GET answers 404 for the first MS milliseconds.\n"
+          "\n"
+          "fakegraph trigger --control BASE --call-id ID [--change-type created|updated]\n"
+          "                  [--repeat N] [--batch] [--notification-url URL --client-state S]\n"
+          "                  [--subscription GUID] [--tenant GUID] [--expect STATUS]\n"
+          "                  [--cafile FILE]\n"
+          "  Makes the server send change notifications (default: created) to its\n"
+          "  subscriptions, or to URL with clientState S. --repeat N sends N POSTs, or N\n"
+          "  items in one POST with --batch. Prints \"trigger: HTTP <status>\" per POST.\n"
+          "\n"
+          "fakegraph fault --control BASE --match PREFIX [--status N] [--retry-after S]\n"
+          "                [--count N] [--delay-ms M] [--drop] [--truncate] [--cafile FILE]\n"
+          "  Queues a fault for the next N (default 1) requests whose path starts with\n"
+          "  PREFIX: a status with a Graph error body (and Retry-After: S), a delay of M ms,\n"
+          "  a closed connection without a response, or half of the response body.\n"
+          "\n"
+          "fakegraph scenario --control BASE --fixtures DIR --file SCENARIO\n"
+          "                   [--notification-url URL --client-state S] [--cafile FILE]\n"
+          "  Runs the steps of SCENARIO, one per line ('#' starts a comment):\n"
+          "    publish FILE... [participants FILE...] [not-found-for MS]\n"
+          "    notify @FILE|CALL_ID created|updated [xN] [batch]   (@FILE: its record's id)\n"
+          "    fault OPTION...   (the options of the fault command)\n"
+          "    pause MS\n"
+          "  FILE names a file in DIR. Exits 1 when a notification did not get 202.\n"
+          "\n"
           "fakegraph help\n"
           "  Prints this text.\n"
           "\n"
-          "Options of validate and notify:\n"
+          "Options of the client commands:\n"
           "  --url URL             listener URL; its host must be 127.0.0.1, [::1] or localhost\n"
+          "  --control BASE        the base URL of fakegraph serve, such as\n"
+          "                        https://127.0.0.1:8444; also loopback only\n"
           "  --cafile FILE         trust only this CA (PEM) for https; default: system store\n"
           "Time limits: 5 s to connect, 15 s per request. Proxy variables are ignored.\n"
           "Exit status: 0 when every check passed, 1 when a response failed a check,\n"
           "2 on a usage error, a refused URL or a transport failure.\n",
           stream);
-}
-
-/*
- * Reads the option at argv[*index], as "--name value" or "--name=value",
- * and advances *index past it. *ret_value is "" for an option without a
- * value. Returns 0 or -EINVAL.
- */
-static int parse_next_option(int argc, char **argv, int *index, const char *command,
-                             const struct option_spec *specs, size_t spec_count,
-                             enum option_id *ret_id, const char **ret_value, struct crd_error *err)
-{
-    const char *arg = argv[*index];
-    if (strncmp(arg, "--", 2) != 0) {
-        return crd_error_set(err, -EINVAL, "unexpected argument '%s' for '%s'", arg, command);
-    }
-
-    const char *equals = strchr(arg, '=');
-    size_t name_len = equals != NULL ? (size_t)(equals - arg) : strlen(arg);
-    const struct option_spec *spec = NULL;
-    for (size_t i = 0; i < spec_count; i++) {
-        if (strlen(specs[i].name) == name_len && strncmp(specs[i].name, arg, name_len) == 0) {
-            spec = &specs[i];
-            break;
-        }
-    }
-    if (spec == NULL) {
-        return crd_error_set(err, -EINVAL, "unknown option '%.*s' for '%s'", (int)name_len, arg,
-                             command);
-    }
-
-    const char *value = "";
-    if (!spec->has_value) {
-        if (equals != NULL) {
-            return crd_error_set(err, -EINVAL, "option '%s' takes no value", spec->name);
-        }
-    } else if (equals != NULL) {
-        value = equals + 1;
-    } else if (*index + 1 < argc) {
-        *index += 1;
-        value = argv[*index];
-    } else {
-        return crd_error_set(err, -EINVAL, "option '%s' requires a value", spec->name);
-    }
-    if (spec->has_value && value[0] == '\0') {
-        return crd_error_set(err, -EINVAL, "option '%s' requires a non-empty value", spec->name);
-    }
-
-    *index += 1;
-    *ret_id = spec->id;
-    *ret_value = value;
-    return 0;
-}
-
-static int parse_number(const char *option, const char *value, unsigned long min,
-                        unsigned long max, unsigned long *ret_number, struct crd_error *err)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long number = strtoul(value, &end, 10);
-    if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || number < min ||
-        number > max) {
-        return crd_error_set(err, -EINVAL, "invalid %s '%s': expected a number from %lu to %lu",
-                             option, value, min, max);
-    }
-    *ret_number = number;
-    return 0;
 }
 
 static int parse_guid(const char *option, const char *value, const char **ret_value,
@@ -189,10 +167,10 @@ static int parse_validate_options(int argc, char **argv,
     *options = (struct fakegraph_validate_options){0};
 
     for (int i = 2; i < argc;) {
-        enum option_id id = OPTION_URL;
+        int id = OPTION_URL;
         const char *value = "";
-        int r = parse_next_option(argc, argv, &i, "validate", validate_specs,
-                                  ARRAY_SIZE(validate_specs), &id, &value, err);
+        int r = fakegraph_next_option(argc, argv, &i, "validate", validate_specs,
+                                      ARRAY_SIZE(validate_specs), &id, &value, err);
         if (r < 0) {
             return r;
         }
@@ -229,7 +207,7 @@ static int apply_notify_option(enum option_id id, const char *value,
         options->file = value;
         break;
     case OPTION_GENERATE:
-        r = parse_number("--generate", value, 1, GENERATE_MAX, &number, err);
+        r = fakegraph_parse_number("--generate", value, 1, GENERATE_MAX, &number, err);
         options->generate_count = (unsigned)number;
         break;
     case OPTION_PRINT_IDS:
@@ -245,11 +223,11 @@ static int apply_notify_option(enum option_id id, const char *value,
         options->client_state = value;
         break;
     case OPTION_EXPECT:
-        r = parse_number("--expect", value, 100, 599, &number, err);
+        r = fakegraph_parse_number("--expect", value, 100, 599, &number, err);
         options->expect_status = (long)number;
         break;
     case OPTION_REPEAT:
-        r = parse_number("--repeat", value, 1, REPEAT_MAX, &number, err);
+        r = fakegraph_parse_number("--repeat", value, 1, REPEAT_MAX, &number, err);
         options->repeat = (unsigned)number;
         break;
     case OPTION_NEW_CONNECTION:
@@ -272,10 +250,10 @@ static int parse_notify_options(int argc, char **argv, struct fakegraph_notify_o
     bool item_option_seen = false;
 
     for (int i = 2; i < argc;) {
-        enum option_id id = OPTION_URL;
+        int id = OPTION_URL;
         const char *value = "";
-        int r = parse_next_option(argc, argv, &i, "notify", notify_specs,
-                                  ARRAY_SIZE(notify_specs), &id, &value, err);
+        int r = fakegraph_next_option(argc, argv, &i, "notify", notify_specs,
+                                      ARRAY_SIZE(notify_specs), &id, &value, err);
         if (r < 0) {
             return r;
         }
@@ -373,12 +351,23 @@ int main(int argc, char **argv)
         status = run_validate(argc, argv);
     } else if (strcmp(command, "notify") == 0) {
         status = run_notify(argc, argv);
+    } else if (strcmp(command, "serve") == 0) {
+        status = fakegraph_run_serve(argc, argv);
+    } else if (strcmp(command, "publish") == 0) {
+        status = fakegraph_run_publish(argc, argv);
+    } else if (strcmp(command, "trigger") == 0) {
+        status = fakegraph_run_trigger(argc, argv);
+    } else if (strcmp(command, "fault") == 0) {
+        status = fakegraph_run_fault(argc, argv);
+    } else if (strcmp(command, "scenario") == 0) {
+        status = fakegraph_run_scenario(argc, argv);
     } else if (strcmp(command, "help") == 0 || strcmp(command, "--help") == 0 ||
                strcmp(command, "-h") == 0) {
         print_usage(stdout);
         status = FAKEGRAPH_EXIT_PASSED;
     } else {
-        fprintf(stderr, "fakegraph: unknown command '%s'; expected validate, notify or help\n"
+        fprintf(stderr, "fakegraph: unknown command '%s'; expected validate, notify, serve, "
+                "publish, trigger, fault, scenario or help\n"
                 "Run 'fakegraph help' for usage.\n", command);
     }
 

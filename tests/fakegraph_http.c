@@ -20,6 +20,7 @@ struct fakegraph_http {
     CURLU *url;                      /* the parsed URL curl sends to (CURLOPT_CURLU) */
     struct curl_slist *headers;
     char *url_text;                  /* url as a string, for messages */
+    long timeout_ms;                 /* limit for a whole request */
     char error[CURL_ERROR_SIZE];     /* curl's detail for the last failed transfer */
 };
 
@@ -160,6 +161,7 @@ int fakegraph_http_new(const char *url, const char *cafile, const char *content_
     }
     http->url = curl_url();
     http->curl = curl_easy_init();
+    http->timeout_ms = TOTAL_TIMEOUT_MS;
     if (http->url == NULL || http->curl == NULL) {
         r = crd_error_set(err, -ENOMEM, "creating a curl handle failed");
         goto out;
@@ -229,6 +231,32 @@ out:
     return r;
 }
 
+int fakegraph_http_set_timeout(struct fakegraph_http *http, long total_ms, struct crd_error *err)
+{
+    long connect_ms = total_ms < CONNECT_TIMEOUT_MS ? total_ms : CONNECT_TIMEOUT_MS;
+    CURLcode code = CURLE_OK;
+    if ((code = curl_easy_setopt(http->curl, CURLOPT_CONNECTTIMEOUT_MS, connect_ms)) !=
+            CURLE_OK ||
+        (code = curl_easy_setopt(http->curl, CURLOPT_TIMEOUT_MS, total_ms)) != CURLE_OK) {
+        return crd_error_set(err, -EINVAL, "setting a %ld ms timeout failed: %s", total_ms,
+                             curl_easy_strerror(code));
+    }
+    http->timeout_ms = total_ms;
+    return 0;
+}
+
+int fakegraph_http_add_header(struct fakegraph_http *http, const char *header,
+                              struct crd_error *err)
+{
+    struct curl_slist *list = curl_slist_append(http->headers, header);
+    if (list == NULL) {
+        return crd_error_set(err, -ENOMEM, "out of memory");
+    }
+    http->headers = list;
+    (void)curl_easy_setopt(http->curl, CURLOPT_HTTPHEADER, http->headers);
+    return 0;
+}
+
 /* Adds advice for the transfer failures a test run meets most often. */
 static const char *http_failure_hint(CURLcode code)
 {
@@ -236,7 +264,7 @@ static const char *http_failure_hint(CURLcode code)
     case CURLE_COULDNT_CONNECT:
         return "; check that the listener is running on that address and port";
     case CURLE_OPERATION_TIMEDOUT:
-        return " (limits: connect 5 s, whole request 15 s); check that the listener answers";
+        return "; check that the listener responds";
     case CURLE_PEER_FAILED_VERIFICATION:
         return "; pass the CA that signed the listener's certificate with --cafile";
     case CURLE_SSL_CACERT_BADFILE:
@@ -276,9 +304,15 @@ int fakegraph_http_post(struct fakegraph_http *http, const void *body, size_t le
     http->error[0] = '\0';
     CURLcode code = curl_easy_perform(curl);
     if (code != CURLE_OK) {
-        r = crd_error_set(err, -EIO, "POST %s failed: %s%s", http->url_text,
+        char limits[80] = "";
+        if (code == CURLE_OPERATION_TIMEDOUT) {
+            snprintf(limits, sizeof(limits), " (limits: connect %ld ms, whole request %ld ms)",
+                     CONNECT_TIMEOUT_MS < http->timeout_ms ? CONNECT_TIMEOUT_MS : http->timeout_ms,
+                     http->timeout_ms);
+        }
+        r = crd_error_set(err, -EIO, "POST %s failed: %s%s%s", http->url_text,
                           http->error[0] != '\0' ? http->error : curl_easy_strerror(code),
-                          http_failure_hint(code));
+                          limits, http_failure_hint(code));
         goto out;
     }
 

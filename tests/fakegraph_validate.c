@@ -30,9 +30,8 @@ static bool validate_body_matches(const struct fakegraph_response *response, con
            memcmp(response->body, expected, len) == 0;
 }
 
-/* Writes the reasons the response fails the handshake, joined by ", ", into reasons. */
-static void validate_explain(const struct fakegraph_response *response, const char *token,
-                             const char *decoded_body, char *reasons, size_t size)
+void fakegraph_validate_explain(const struct fakegraph_response *response, const char *token,
+                                const char *decoded_body, char *reasons, size_t size)
 {
     size_t used = 0;
     reasons[0] = '\0';
@@ -67,7 +66,7 @@ static int validate_report(const struct fakegraph_response *response, const char
                            const char *decoded_body, bool *ret_passed, struct crd_error *err)
 {
     char reasons[512];
-    validate_explain(response, token, decoded_body, reasons, sizeof(reasons));
+    fakegraph_validate_explain(response, token, decoded_body, reasons, sizeof(reasons));
     if (reasons[0] == '\0') {
         printf("validate: ok\n");
         *ret_passed = true;
