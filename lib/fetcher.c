@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "fetcher.h"
+#include "log.h"
+#include "util.h"
+
+#define DEFAULT_NOT_FOUND_HORIZON_MS (4LL * 3600 * 1000)
+#define DEFAULT_RETRY_BASE_MS 5000
+#define DEFAULT_RETRY_MAX_MS (10LL * 60 * 1000)
+/* A 403 needs an administrator to grant a permission, so retrying often cannot help. */
+#define PERMISSION_RETRY_MS (15LL * 60 * 1000)
+/* After a store error, wait this long before claiming again. */
+#define STORE_ERROR_PAUSE_MS 1000
+
+struct crd_fetcher {
+    struct crd_fetcher_options options;
+    struct crd_fetcher_counters counters;
+
+    pthread_mutex_t lock;          /* protects generation and stopping */
+    pthread_cond_t changed;        /* signalled by wake and stop */
+    uint64_t generation;           /* bumped by every wake, so no wake-up is lost */
+    bool stopping;
+
+    pthread_t *threads;
+    size_t n_threads;
+    struct crd_ratelimit store_error_log;
+};
+
+struct worker {
+    struct crd_fetcher *fetcher;
+    unsigned index;
+};
+
+int64_t crd_fetcher_backoff_ms(unsigned attempt, int64_t base_ms, int64_t max_ms,
+                               uint32_t random_value)
+{
+    int64_t delay = base_ms;
+    for (unsigned i = 1; i < attempt && delay < max_ms; i++) {
+        delay *= 2;
+    }
+    if (delay > max_ms) {
+        delay = max_ms;
+    }
+    /* Half fixed and half random: spreads retries without retrying at once. */
+    int64_t half = delay / 2;
+    return half + (int64_t)(random_value % (uint64_t)(half + 1));
+}
+
+static uint32_t random_u32(void)
+{
+    uint32_t value = 0;
+    if (RAND_bytes((unsigned char *)&value, sizeof(value)) != 1) {
+        value = (uint32_t)crd_time_monotonic_ms();
+    }
+    return value;
+}
+
+/* Waits until deadline_ms (monotonic; 0 = no deadline), a wake, or stop. */
+static void wait_for_work(struct crd_fetcher *fetcher, uint64_t seen_generation,
+                          int64_t deadline_ms)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    while (!fetcher->stopping && fetcher->generation == seen_generation) {
+        if (deadline_ms == 0) {
+            pthread_cond_wait(&fetcher->changed, &fetcher->lock);
+            continue;
+        }
+        int64_t now = crd_time_monotonic_ms();
+        if (now >= deadline_ms) {
+            break;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t wait_ms = deadline_ms - now;
+        until.tv_sec += (time_t)(wait_ms / 1000);
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        (void)pthread_cond_timedwait(&fetcher->changed, &fetcher->lock, &until);
+    }
+    pthread_mutex_unlock(&fetcher->lock);
+}
+
+static bool is_stopping(struct crd_fetcher *fetcher, uint64_t *ret_generation)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    bool stopping = fetcher->stopping;
+    *ret_generation = fetcher->generation;
+    pthread_mutex_unlock(&fetcher->lock);
+    return stopping;
+}
+
+static void describe_failure(const struct crd_graph_failure *failure, char *out, size_t size)
+{
+    snprintf(out, size, "HTTP %ld%s%s%s%s", failure->http_status,
+             failure->code[0] != '\0' ? ", code " : "", failure->code,
+             failure->request_id[0] != '\0' ? ", request-id " : "", failure->request_id);
+}
+
+static void reschedule(struct crd_fetcher *fetcher, const struct crd_job *job, int64_t delay_ms,
+                       const char *why)
+{
+    struct crd_error err = {0};
+    struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
+    if (crd_store_reschedule_job(fetcher->options.store, job, crd_time_now_ms() + delay_ms, why,
+                                 &err) < 0) {
+        /* The job stays 'running' and is recovered as pending at the next start. */
+        crd_log_err(&ids, "cannot reschedule the job: %s", err.message);
+        return;
+    }
+    atomic_fetch_add(&fetcher->counters.retried, 1);
+}
+
+static void give_up(struct crd_fetcher *fetcher, const struct crd_job *job, const char *why)
+{
+    struct crd_error err = {0};
+    struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
+    atomic_fetch_add(&fetcher->counters.failed, 1);
+    if (crd_store_fail_job(fetcher->options.store, job, why, &err) < 0) {
+        crd_log_err(&ids, "cannot mark the job failed: %s", err.message);
+    }
+    crd_log_err(&ids, "giving up on call record after %u attempts: %s", job->attempts + 1, why);
+}
+
+static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job, json_t *record)
+{
+    struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
+    struct crd_error err = {0};
+    char *text = json_dumps(record, JSON_COMPACT);
+    if (text == NULL) {
+        reschedule(fetcher, job, DEFAULT_RETRY_BASE_MS, "out of memory serializing the record");
+        return;
+    }
+
+    struct crd_record_version version = {
+        .version = json_integer_value(json_object_get(record, "version")),
+        .record_json = text,
+        .record_json_len = strlen(text),
+        .fetched_at_ms = crd_time_now_ms(),
+    };
+    bool stored = false;
+    int r = crd_store_complete_job(fetcher->options.store, job, &version,
+                                   fetcher->options.sink_names, fetcher->options.n_sinks, &stored,
+                                   &err);
+    free(text);
+    if (r < 0) {
+        crd_log_err(&ids, "cannot store version %lld: %s; retrying", (long long)version.version,
+                    err.message);
+        reschedule(fetcher, job, DEFAULT_RETRY_BASE_MS, err.message);
+        return;
+    }
+
+    size_t sessions = json_array_size(json_object_get(record, "sessions"));
+    size_t participants = json_array_size(json_object_get(record, "participants_v2"));
+    if (!stored) {
+        atomic_fetch_add(&fetcher->counters.duplicates, 1);
+        crd_log_info(&ids, "call record version %lld is not newer than the stored one; dropped "
+                     "as a duplicate", (long long)version.version);
+        return;
+    }
+    atomic_fetch_add(&fetcher->counters.stored, 1);
+    crd_log_info(&ids, "stored call record version %lld (%zu sessions, %zu participants) for %zu "
+                 "sinks", (long long)version.version, sessions, participants,
+                 fetcher->options.n_sinks);
+    if (fetcher->options.on_stored != NULL) {
+        fetcher->options.on_stored(fetcher->options.on_stored_context);
+    }
+}
+
+static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *job, int r,
+                           const struct crd_graph_failure *failure, const struct crd_error *err)
+{
+    const struct crd_fetcher_options *options = &fetcher->options;
+    struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
+    char detail[256];
+    describe_failure(failure, detail, sizeof(detail));
+    unsigned attempt = job->attempts + 1;
+
+    switch (-r) {
+    case ENOENT: {
+        atomic_fetch_add(&fetcher->counters.not_found, 1);
+        int64_t age = crd_time_now_ms() - job->first_notified_at_ms;
+        if (age >= options->not_found_horizon_ms) {
+            give_up(fetcher, job, "still not found (HTTP 404) after the availability horizon");
+            return;
+        }
+        int64_t delay = crd_fetcher_backoff_ms(attempt, options->retry_base_ms,
+                                               options->retry_max_ms, random_u32());
+        crd_log_info(&ids, "call record not available yet (%s); retrying in %lld ms", detail,
+                     (long long)delay);
+        reschedule(fetcher, job, delay, "not found (HTTP 404)");
+        return;
+    }
+    case EAGAIN: {
+        int64_t delay = crd_fetcher_backoff_ms(attempt, options->retry_base_ms,
+                                               options->retry_max_ms, random_u32());
+        if (failure->retry_after_ms > delay) {
+            delay = failure->retry_after_ms;
+        }
+        crd_log_warn(&ids, "fetch failed: %s; retrying in %lld ms (attempt %u)", err->message,
+                     (long long)delay, attempt);
+        reschedule(fetcher, job, delay, err->message);
+        return;
+    }
+    case EACCES:
+        crd_log_err(&ids, "fetch refused: %s; retrying in %lld minutes", err->message,
+                    (long long)(PERMISSION_RETRY_MS / 60000));
+        reschedule(fetcher, job, PERMISSION_RETRY_MS, err->message);
+        return;
+    case ECANCELED:
+        /* Shutting down: the job is due again at the next start. */
+        reschedule(fetcher, job, 0, "cancelled by shutdown");
+        return;
+    default:
+        give_up(fetcher, job, err->message);
+        return;
+    }
+}
+
+static void process_job(struct crd_fetcher *fetcher, struct crd_graph_session *session,
+                        const struct crd_job *job)
+{
+    struct crd_error err = {0};
+    struct crd_graph_failure failure = {0};
+    json_t *record = NULL;
+
+    struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
+    crd_log_debug(CRD_LOG_FETCH, &ids, "fetching call record (attempt %u)", job->attempts + 1);
+    int r = crd_graph_fetch_call_record(session, job->call_id, &record, &failure, &err);
+    if (r < 0) {
+        handle_failure(fetcher, job, r, &failure, &err);
+        return;
+    }
+    atomic_fetch_add(&fetcher->counters.fetched, 1);
+    store_record(fetcher, job, record);
+    json_decref(record);
+}
+
+static void *worker_main(void *argument)
+{
+    struct worker *worker = argument;
+    struct crd_fetcher *fetcher = worker->fetcher;
+    struct crd_graph_session *session = NULL;
+    struct crd_error err = {0};
+
+    char name[16];
+    snprintf(name, sizeof(name), "fetch-%u", worker->index);
+    pthread_setname_np(pthread_self(), name);
+    free(worker);
+
+    if (crd_graph_session_new(fetcher->options.graph, &session, &err) < 0) {
+        crd_log_err(NULL, "fetch worker %s cannot start: %s", name, err.message);
+        return NULL;
+    }
+
+    uint64_t generation = 0;
+    while (!is_stopping(fetcher, &generation)) {
+        struct crd_job job;
+        int64_t next_due_ms = 0;
+        int r = crd_store_claim_job(fetcher->options.store, crd_time_now_ms(), &job, &next_due_ms,
+                                    &err);
+        if (r == -ENOENT) {
+            int64_t deadline = 0;
+            if (next_due_ms > 0) {
+                deadline = crd_time_monotonic_ms() + (next_due_ms - crd_time_now_ms());
+            }
+            wait_for_work(fetcher, generation, deadline);
+            continue;
+        }
+        if (r < 0) {
+            unsigned suppressed = 0;
+            if (crd_ratelimit_allow(&fetcher->store_error_log, &suppressed)) {
+                crd_log_err(NULL, "cannot claim a job from the store: %s; retrying in %d ms",
+                            err.message, STORE_ERROR_PAUSE_MS);
+            }
+            wait_for_work(fetcher, generation, crd_time_monotonic_ms() + STORE_ERROR_PAUSE_MS);
+            continue;
+        }
+        process_job(fetcher, session, &job);
+    }
+
+    crd_graph_session_free(session);
+    return NULL;
+}
+
+int crd_fetcher_start(const struct crd_fetcher_options *options, struct crd_fetcher **ret_fetcher,
+                      struct crd_error *err)
+{
+    int r = 0;
+    struct crd_fetcher *fetcher = calloc(1, sizeof(*fetcher));
+    if (fetcher == NULL) {
+        return crd_error_set(err, -ENOMEM, "out of memory");
+    }
+    fetcher->options = *options;
+    if (fetcher->options.not_found_horizon_ms <= 0) {
+        fetcher->options.not_found_horizon_ms = DEFAULT_NOT_FOUND_HORIZON_MS;
+    }
+    if (fetcher->options.retry_base_ms <= 0) {
+        fetcher->options.retry_base_ms = DEFAULT_RETRY_BASE_MS;
+    }
+    if (fetcher->options.retry_max_ms <= 0) {
+        fetcher->options.retry_max_ms = DEFAULT_RETRY_MAX_MS;
+    }
+
+    pthread_mutex_init(&fetcher->lock, NULL);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&fetcher->changed, &attributes);
+    pthread_condattr_destroy(&attributes);
+    crd_ratelimit_init(&fetcher->store_error_log, 60000, 3);
+
+    unsigned workers = options->workers > 0 ? options->workers : 1;
+    fetcher->threads = calloc(workers, sizeof(*fetcher->threads));
+    if (fetcher->threads == NULL) {
+        r = crd_error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < workers; i++) {
+        struct worker *worker = malloc(sizeof(*worker));
+        if (worker == NULL) {
+            r = crd_error_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+        *worker = (struct worker){.fetcher = fetcher, .index = i};
+        int e = pthread_create(&fetcher->threads[i], NULL, worker_main, worker);
+        if (e != 0) {
+            free(worker);
+            r = crd_error_set(err, -e, "cannot start fetch worker %u: %s", i, strerror(e));
+            goto out;
+        }
+        fetcher->n_threads++;
+    }
+
+    *ret_fetcher = fetcher;
+    fetcher = NULL;
+out:
+    crd_fetcher_stop(fetcher);
+    return r;
+}
+
+void crd_fetcher_wake(struct crd_fetcher *fetcher)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    fetcher->generation++;
+    pthread_cond_broadcast(&fetcher->changed);
+    pthread_mutex_unlock(&fetcher->lock);
+}
+
+const struct crd_fetcher_counters *crd_fetcher_counters(const struct crd_fetcher *fetcher)
+{
+    return &fetcher->counters;
+}
+
+void crd_fetcher_stop(struct crd_fetcher *fetcher)
+{
+    if (fetcher == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&fetcher->lock);
+    fetcher->stopping = true;
+    pthread_cond_broadcast(&fetcher->changed);
+    pthread_mutex_unlock(&fetcher->lock);
+    crd_graph_cancel(fetcher->options.graph);
+
+    for (size_t i = 0; i < fetcher->n_threads; i++) {
+        pthread_join(fetcher->threads[i], NULL);
+    }
+    free(fetcher->threads);
+    pthread_cond_destroy(&fetcher->changed);
+    pthread_mutex_destroy(&fetcher->lock);
+    pthread_mutex_destroy(&fetcher->store_error_log.lock);
+    free(fetcher);
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fetch worker pool: each worker claims a due job from the store,
+ * fetches the complete call record from Graph, and stores a new version
+ * together with its outbox rows in one transaction. A failed fetch
+ * reschedules the job, so a job is never lost, whatever a worker meets.
+ *
+ * Workers wait on a condition variable until the next job is due or
+ * crd_fetcher_wake() announces new jobs. The fetcher logs what it handles
+ * (retries, give-ups, stored versions) itself, as the place where those
+ * errors end.
+ */
+#ifndef CRD_FETCHER_H
+#define CRD_FETCHER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "graph.h"
+#include "store.h"
+
+struct crd_fetcher;
+
+struct crd_fetcher_options {
+    struct crd_store *store;                 /* borrowed */
+    struct crd_graph *graph;                 /* borrowed */
+    unsigned workers;
+    const char *const *sink_names;           /* borrowed; one outbox row per sink and version */
+    size_t n_sinks;
+    /* Called after a new version was stored, to wake the sink dispatchers. May be NULL. */
+    void (*on_stored)(void *context);
+    void *on_stored_context;
+    /*
+     * How long after the first notification a 404 is still "not available
+     * yet". Graph documents up to 150 minutes from call end to the first
+     * version. 0: 4 hours.
+     */
+    int64_t not_found_horizon_ms;
+    int64_t retry_base_ms;                   /* first retry after a transient failure; 0: 5 s */
+    int64_t retry_max_ms;                    /* cap of the retry backoff; 0: 10 minutes */
+};
+
+struct crd_fetcher_counters {
+    atomic_uint_fast64_t fetched;            /* records fetched completely */
+    atomic_uint_fast64_t stored;             /* new versions stored */
+    atomic_uint_fast64_t duplicates;         /* versions equal to or older than the stored one */
+    atomic_uint_fast64_t not_found;          /* 404 answers, each rescheduled or given up */
+    atomic_uint_fast64_t retried;            /* jobs rescheduled after a failure */
+    atomic_uint_fast64_t failed;             /* jobs given up */
+};
+
+int crd_fetcher_start(const struct crd_fetcher_options *options, struct crd_fetcher **ret_fetcher,
+                      struct crd_error *err);
+
+/* Announces new due jobs; thread-safe, cheap, callable from the listener's threads. */
+void crd_fetcher_wake(struct crd_fetcher *fetcher);
+
+const struct crd_fetcher_counters *crd_fetcher_counters(const struct crd_fetcher *fetcher);
+
+/*
+ * Stops the workers: fetches in flight are cancelled and their jobs stay
+ * pending in the store for the next start. Joins the threads and frees.
+ * Accepts NULL.
+ */
+void crd_fetcher_stop(struct crd_fetcher *fetcher);
+
+/*
+ * The delay before retry number `attempt` (1 for the first retry):
+ * exponential from base_ms, capped at max_ms, with full jitter drawn from
+ * random_value (any 32-bit value; the caller supplies randomness so tests are
+ * repeatable).
+ */
+int64_t crd_fetcher_backoff_ms(unsigned attempt, int64_t base_ms, int64_t max_ms,
+                               uint32_t random_value);
+
+#endif
