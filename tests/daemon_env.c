@@ -9,6 +9,12 @@
 
 #include "daemon_env.h"
 
+/*
+ * Without [graph] options from the test, Graph is a closed loopback port, so
+ * that a daemon under test never sends a request off this machine.
+ */
+#define UNREACHABLE_GRAPH "login_url = https://127.0.0.1:1\ngraph_url = https://127.0.0.1:1\n"
+
 void crd_test_env_create(struct crd_test_env *env, const char *extra_listener)
 {
     struct crd_test_env_options options = {.listener = extra_listener};
@@ -64,7 +70,8 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
                  "debug = listener,store,fetch\n"
                  "\n"
                  "%s",
-                 env->dir, options->graph != NULL ? options->graph : "", env->port, tls_dir,
+                 env->dir, options->graph != NULL ? options->graph : UNREACHABLE_GRAPH, env->port,
+                 tls_dir,
                  tls_dir, env->base_url, options->listener != NULL ? options->listener : "",
                  env->dir, env->dir, options->sections != NULL ? options->sections : "") < 0) {
         abort();

@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <strings.h>
+#include <sys/inotify.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -477,4 +478,62 @@ long crd_test_process_cpu_ms(pid_t pid)
     }
     long ticks = sysconf(_SC_CLK_TCK);
     return (long)((utime + stime) * 1000 / (unsigned long)ticks);
+}
+
+bool crd_test_wait_for_text(const char *path, const char *needle, int timeout_ms)
+{
+    long long deadline = monotonic_ms() + timeout_ms;
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    char *dir = strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    /* Watch the directory: the file may not exist yet. */
+    if (fd >= 0) {
+        (void)inotify_add_watch(fd, slash != NULL ? dir : ".", IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+    }
+    free(dir);
+
+    bool found = false;
+    for (;;) {
+        char *text = crd_test_read_file(path, NULL);
+        found = text != NULL && strstr(text, needle) != NULL;
+        free(text);
+        long long left = deadline - monotonic_ms();
+        if (found || left <= 0) {
+            break;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        (void)poll(&pfd, fd >= 0 ? 1 : 0, left < 200 ? (int)left : 200);
+        char events[4096];
+        while (fd >= 0 && read(fd, events, sizeof(events)) > 0) {
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return found;
+}
+
+size_t crd_test_count_lines(const char *path, const char *const *needles)
+{
+    char *text = crd_test_read_file(path, NULL);
+    if (text == NULL) {
+        return 0;
+    }
+    size_t count = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        bool all = true;
+        for (size_t i = 0; needles[i] != NULL && all; i++) {
+            all = strstr(line, needles[i]) != NULL;
+        }
+        if (all) {
+            count++;
+        }
+    }
+    free(text);
+    return count;
 }

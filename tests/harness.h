@@ -104,4 +104,14 @@ void crd_test_response_clear(struct crd_test_response *response);
 
 /* Process CPU time (user + system) of pid in milliseconds, from /proc/PID/stat; -1 on error. */
 long crd_test_process_cpu_ms(pid_t pid);
+/*
+ * Waits until the file at path contains needle, re-reading it whenever it
+ * changes (inotify) and at the latest every 200 ms, for at most timeout_ms.
+ * Returns true when found.
+ */
+bool crd_test_wait_for_text(const char *path, const char *needle, int timeout_ms);
+
+/* Counts the lines of the file at path that contain every one of the needles (NULL-terminated). */
+size_t crd_test_count_lines(const char *path, const char *const *needles);
+
 #endif

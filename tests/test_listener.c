@@ -278,7 +278,9 @@ START_TEST(fixture_notifications_become_jobs)
     ck_assert_str_eq(p2p->call_id, P2P_CALL_ID);
     ck_assert_str_eq(p2p->tenant_id, TENANT_ID);
     ck_assert_int_eq(p2p->notification_count, 3);  /* created + two duplicates in the batch */
-    ck_assert_str_eq(p2p->state, "pending");
+    /* The fetch workers may be trying the job (Graph is unreachable in this test). */
+    ck_assert_msg(strcmp(p2p->state, "pending") == 0 || strcmp(p2p->state, "running") == 0,
+                  "unexpected job state '%s'", p2p->state);
     ck_assert_str_eq(meeting->call_id, group);
     ck_assert_str_eq(meeting->tenant_id, TENANT_ID);
     ck_assert_int_eq(meeting->notification_count, 1);
