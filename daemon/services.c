@@ -157,7 +157,7 @@ static int start_graph(struct services *services, struct crd_error *err)
         .client_secret = config->graph.client_secret,
         .ca_file = config->graph.ca_file,
         .proxy = config->graph.proxy,
-        /* Retries within one fetch never wait longer than those between fetches. */
+        /* Retries within one fetch start no slower than those between fetches, and are capped alike. */
         .backoff_base_ms = (unsigned)(config->fetch.retry_base_ms < 500 ? config->fetch.retry_base_ms
                                                                          : 500),
         .backoff_max_ms = (unsigned)(config->fetch.retry_max_ms < 30000 ? config->fetch.retry_max_ms

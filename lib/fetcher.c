@@ -216,7 +216,7 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
         return;
     }
     case EACCES:
-        crd_log_err(&ids, "fetch refused: %s; retrying in %lld minutes", err->message,
+        crd_log_err(&ids, "fetch failed, permission denied: %s; retrying in %lld minutes", err->message,
                     (long long)(PERMISSION_RETRY_MS / 60000));
         reschedule(fetcher, job, PERMISSION_RETRY_MS, err->message);
         return;

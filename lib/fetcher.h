@@ -46,7 +46,7 @@ struct crd_fetcher_counters {
     atomic_uint_fast64_t fetched;            /* records fetched completely */
     atomic_uint_fast64_t stored;             /* new versions stored */
     atomic_uint_fast64_t duplicates;         /* versions equal to or older than the stored one */
-    atomic_uint_fast64_t not_found;          /* 404 answers, each rescheduled or given up */
+    atomic_uint_fast64_t not_found;          /* 404 responses, each rescheduled or given up */
     atomic_uint_fast64_t retried;            /* jobs rescheduled after a failure */
     atomic_uint_fast64_t failed;             /* jobs given up */
 };
@@ -67,10 +67,9 @@ const struct crd_fetcher_counters *crd_fetcher_counters(const struct crd_fetcher
 void crd_fetcher_stop(struct crd_fetcher *fetcher);
 
 /*
- * The delay before retry number `attempt` (1 for the first retry):
- * exponential from base_ms, capped at max_ms, with full jitter drawn from
- * random_value (any 32-bit value; the caller supplies randomness so tests are
- * repeatable).
+ * Returns the delay before retry number `attempt` (1 for the first retry).
+ * It doubles from base_ms up to max_ms, and its random half comes from
+ * random_value, which the caller supplies so that tests are repeatable.
  */
 int64_t crd_fetcher_backoff_ms(unsigned attempt, int64_t base_ms, int64_t max_ms,
                                uint32_t random_value);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * End-to-end tests of the main job: fakegraph serves tokens and call records
- * and sends notifications, the real callrecd fetches every page of each
+ * End-to-end tests of the main job. fakegraph serves tokens and call records
+ * and sends notifications. The real callrecd fetches every page of each
  * record and delivers it to a file sink, and the tests read the JSON Lines
- * the sink wrote.
+ * that the sink wrote.
  */
 #include "config.h"
 
