@@ -146,15 +146,74 @@ static int open_store(struct services *services, struct crd_error *err)
     return 0;
 }
 
+static void wake_fetcher_after_backfill(void *context)
+{
+    struct services *services = context;
+    if (services->fetcher != NULL) {
+        crd_fetcher_wake(services->fetcher);
+    }
+}
+
+static void hand_lifecycle_event(void *context, enum crd_lifecycle_event event,
+                                 const char *subscription_id, const char *tenant_id)
+{
+    struct services *services = context;
+    crd_subscription_lifecycle(services->subscription, event, subscription_id, tenant_id);
+}
+
+/* Adds "subscription": {state, id, expires, lastRenewal, failingSince, lastError} to /healthz. */
+static void add_subscription_health(void *context, json_t *health)
+{
+    struct services *services = context;
+    struct crd_subscription_status status;
+    crd_subscription_get_status(services->subscription, &status);
+
+    json_t *object = json_pack("{s:s, s:s?}", "state", crd_subscription_state_name(status.state),
+                               "id", status.id[0] != '\0' ? status.id : NULL);
+    if (object == NULL) {
+        return;
+    }
+    const struct {
+        const char *key;
+        int64_t ms;
+    } times[] = {
+        {"expires", status.expires_at_ms},
+        {"lastRenewal", status.last_renewed_at_ms},
+        {"failingSince", status.failing_since_ms},
+    };
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        if (times[i].ms != 0) {
+            char text[40];
+            crd_time_format_iso8601(times[i].ms, text, sizeof(text));
+            (void)json_object_set_new(object, times[i].key, json_string(text));
+        }
+    }
+    if (status.last_error[0] != '\0') {
+        (void)json_object_set_new(object, "lastError", json_string(status.last_error));
+    }
+    (void)json_object_set_new(health, "subscription", object);
+}
+
 static int start_graph(struct services *services, struct crd_error *err)
 {
     const struct crd_config *config = services->config;
+    if (config->graph.client_certificate != NULL) {
+        int r = crd_assertion_signer_new(config->graph.client_certificate, config->graph.client_key,
+                                         config->graph.assertion, &services->assertion_signer,
+                                         err);
+        if (r < 0) {
+            return crd_error_prefix(err, "cannot use the client certificate");
+        }
+        crd_log_info(NULL, "signing in with the client certificate (%s client assertions)",
+                     crd_assertion_algorithm_name(config->graph.assertion));
+    }
     struct crd_graph_options options = {
         .graph_url = config->graph.graph_url,
         .login_url = config->graph.login_url,
         .tenant = config->graph.tenant,
         .client_id = config->graph.client_id,
         .client_secret = config->graph.client_secret,
+        .assertion_signer = services->assertion_signer,
         .ca_file = config->graph.ca_file,
         .proxy = config->graph.proxy,
         /* Retries within one fetch start no slower than those between fetches, and are capped alike. */
@@ -164,8 +223,45 @@ static int start_graph(struct services *services, struct crd_error *err)
                                                                          : 30000),
     };
     int r = crd_graph_new(&options, &services->graph, err);
+    if (r == 0) {
+        r = crd_graph_new(&options, &services->subscription_graph, err);
+    }
     if (r < 0) {
         return crd_error_prefix(err, "cannot set up the Graph client");
+    }
+    return 0;
+}
+
+/* Creates the manager, so that the listener can hand it lifecycle events from its start. */
+static int create_subscription_manager(struct services *services, struct crd_error *err)
+{
+    const struct crd_config *config = services->config;
+    if (asprintf(&services->notification_url, "%s%s", config->listener.public_url,
+                 config->listener.notification_path) < 0 ||
+        asprintf(&services->lifecycle_url, "%s%s", config->listener.public_url,
+                 config->listener.lifecycle_path) < 0) {
+        return crd_error_set(err, -ENOMEM, "out of memory");
+    }
+    struct crd_subscription_options options = {
+        .graph = services->subscription_graph,
+        .store = services->store,
+        .tenant = config->graph.tenant,
+        .resource = config->subscription.resource,
+        .change_type = config->subscription.change_type,
+        .notification_url = services->notification_url,
+        .lifecycle_url = services->lifecycle_url,
+        .client_state = services->client_state,
+        .lifetime_ms = (int64_t)config->subscription.lifetime_ms,
+        .renew_before_ms = (int64_t)config->subscription.renew_before_ms,
+        .check_interval_ms = (int64_t)config->subscription.check_interval_ms,
+        .backfill_margin_ms = (int64_t)config->subscription.backfill_margin_ms,
+        .retry_base_ms = (int64_t)config->fetch.retry_base_ms,
+        .on_jobs = wake_fetcher_after_backfill,
+        .on_jobs_context = services,
+    };
+    int r = crd_subscription_new(&options, &services->subscription, err);
+    if (r < 0) {
+        return crd_error_prefix(err, "cannot set up the subscription manager");
     }
     return 0;
 }
@@ -234,6 +330,10 @@ static int start_listener(struct services *services, struct crd_error *err)
         .listen_fd = listen_fd,
         .on_jobs = wake_fetcher,
         .on_jobs_context = services,
+        .on_lifecycle = hand_lifecycle_event,
+        .on_lifecycle_context = services,
+        .add_health = add_subscription_health,
+        .add_health_context = services,
     };
     int r = crd_listener_start(&options, &services->listener, err);
     if (r < 0) {
@@ -261,7 +361,16 @@ int services_start(const struct crd_config *config, struct services *services)
         r = start_fetcher(services, &err);
     }
     if (r == 0) {
+        r = create_subscription_manager(services, &err);
+    }
+    if (r == 0) {
         r = start_listener(services, &err);
+    }
+    if (r == 0) {
+        r = crd_subscription_start(services->subscription, &err);
+        if (r < 0) {
+            (void)crd_error_prefix(&err, "cannot start the subscription manager");
+        }
     }
     if (r < 0) {
         crd_log_err(NULL, "%s", err.message);
@@ -279,8 +388,15 @@ void services_reopen_sinks(struct services *services)
 
 void services_stop(struct services *services)
 {
+    crd_subscription_stop(services->subscription);
     crd_listener_stop(services->listener);
     services->listener = NULL;
+    crd_subscription_free(services->subscription);
+    services->subscription = NULL;
+    free(services->notification_url);
+    free(services->lifecycle_url);
+    services->notification_url = NULL;
+    services->lifecycle_url = NULL;
     crd_fetcher_stop(services->fetcher);
     services->fetcher = NULL;
     for (size_t i = 0; i < services->n_sinks; i++) {
@@ -293,6 +409,10 @@ void services_stop(struct services *services)
     services->n_sinks = 0;
     crd_graph_free(services->graph);
     services->graph = NULL;
+    crd_graph_free(services->subscription_graph);
+    services->subscription_graph = NULL;
+    crd_assertion_signer_free(services->assertion_signer);
+    services->assertion_signer = NULL;
     crd_secret_free(services->client_state);
     services->client_state = NULL;
     crd_store_close(services->store);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The running parts of callrecd and the order in which they start and stop:
- * store, Graph client, sink dispatchers, fetch workers, listener. The
- * listener starts last, so no notification is accepted before every part
- * that handles it runs, and stops first, so none arrives while the others
- * wind down.
+ * store, Graph clients, sink dispatchers, fetch workers, listener,
+ * subscription manager. The listener starts after every part that handles a
+ * notification runs, so none is accepted too early. The subscription
+ * manager starts last because Graph validates the listener's URLs while a
+ * subscription is created, and stops first. The listener stops next, so no
+ * notification arrives while the others wind down.
  */
 #ifndef CRD_DAEMON_SERVICES_H
 #define CRD_DAEMON_SERVICES_H
@@ -16,17 +18,23 @@
 #include "listener.h"
 #include "secret.h"
 #include "store.h"
+#include "subscription.h"
 
 struct services {
     const struct crd_config *config;
     struct crd_store *store;
     struct crd_secret *client_state;
+    struct crd_assertion_signer *assertion_signer;  /* NULL with a client secret */
     struct crd_graph *graph;
+    struct crd_graph *subscription_graph;  /* the manager's own client: stopping cancels it */
+    char *notification_url;                /* public_url + notification_path */
+    char *lifecycle_url;                   /* public_url + lifecycle_path */
     struct crd_dispatcher **dispatchers;   /* one per [sink NAME], in file order */
     const char **sink_names;
     size_t n_sinks;
     struct crd_fetcher *fetcher;
     struct crd_listener *listener;
+    struct crd_subscription *subscription;
 };
 
 /* Starts everything; on failure logs why, stops what started, and returns the error. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include <jansson.h>
@@ -34,6 +35,7 @@ struct crd_auth {
     char *client_id;
     char *scope;
     const struct crd_secret *client_secret;
+    const struct crd_assertion_signer *assertion_signer;
     atomic_bool cancelled;
 
     /* Used only by the thread whose token request is in flight (requesting below). */
@@ -80,12 +82,12 @@ int crd_auth_new(const struct crd_auth_options *options, struct crd_auth **ret_a
     int r = 0;
     struct crd_auth *auth = NULL;
 
+    bool has_secret = options->client_secret != NULL && crd_secret_len(options->client_secret) > 0;
     if (options->login_url == NULL || options->login_url[0] == '\0' || options->client_id == NULL ||
-        options->client_id[0] == '\0' || options->client_secret == NULL ||
-        crd_secret_len(options->client_secret) == 0 || options->scope == NULL ||
-        options->scope[0] == '\0') {
-        r = crd_error_set(err, -EINVAL,
-                          "login URL, client id, client secret and scope are all required");
+        options->client_id[0] == '\0' || (!has_secret && options->assertion_signer == NULL) ||
+        options->scope == NULL || options->scope[0] == '\0') {
+        r = crd_error_set(err, -EINVAL, "login URL, client id, a client secret or certificate, "
+                          "and scope are all required");
         goto out;
     }
     if (!auth_tenant_is_valid(options->tenant)) {
@@ -103,6 +105,7 @@ int crd_auth_new(const struct crd_auth_options *options, struct crd_auth **ret_a
     pthread_cond_init(&auth->changed, NULL);
     atomic_init(&auth->cancelled, false);
     auth->client_secret = options->client_secret;
+    auth->assertion_signer = options->assertion_signer;
     auth->body.limit = AUTH_MAX_RESPONSE_SIZE;
     auth->body.wipe = true;
 
@@ -196,22 +199,46 @@ static int auth_form_append(CURL *curl, char *form, size_t size, size_t *len, co
     return r;
 }
 
+/*
+ * The credential field of the form: client_secret, or a fresh client
+ * assertion signed with the certificate's key. *ret_credential is a secret.
+ */
+static int auth_credential(struct crd_auth *auth, const char **ret_name,
+                           struct crd_secret **ret_credential, struct crd_error *err)
+{
+    if (auth->assertion_signer == NULL) {
+        *ret_name = "client_secret";
+        return crd_secret_new(crd_secret_bytes(auth->client_secret),
+                              crd_secret_len(auth->client_secret), ret_credential, err);
+    }
+    *ret_name = "client_assertion";
+    return crd_assertion_sign(auth->assertion_signer, auth->token_url, auth->client_id,
+                              (int64_t)time(NULL), ret_credential, err);
+}
+
 /* The request body, in heap memory that the caller wipes and frees. */
 static int auth_build_form(struct crd_auth *auth, char **ret_form, size_t *ret_len,
                            struct crd_error *err)
 {
-    const char *secret = crd_secret_bytes(auth->client_secret);
-    size_t secret_len = crd_secret_len(auth->client_secret);
+    const char *credential_name = NULL;
+    struct crd_secret *credential = NULL;
+    int r = auth_credential(auth, &credential_name, &credential, err);
+    if (r < 0) {
+        return r;
+    }
+    const char *secret = crd_secret_bytes(credential);
+    size_t secret_len = crd_secret_len(credential);
     /* Percent-encoding at most triples every byte. */
-    size_t size = 3 * (strlen(auth->client_id) + strlen(auth->scope) + secret_len) + 128;
+    size_t size = 3 * (strlen(auth->client_id) + strlen(auth->scope) + secret_len) + 256;
     char *form = malloc(size);
     if (form == NULL) {
+        crd_secret_free(credential);
         return crd_error_set(err, -ENOMEM, "out of memory");
     }
     size_t len = 0;
     const char *grant = "client_credentials";
-    int r = auth_form_append(auth->curl, form, size, &len, "client_id", auth->client_id,
-                             strlen(auth->client_id));
+    r = auth_form_append(auth->curl, form, size, &len, "client_id", auth->client_id,
+                         strlen(auth->client_id));
     if (r == 0) {
         r = auth_form_append(auth->curl, form, size, &len, "scope", auth->scope,
                              strlen(auth->scope));
@@ -219,9 +246,15 @@ static int auth_build_form(struct crd_auth *auth, char **ret_form, size_t *ret_l
     if (r == 0) {
         r = auth_form_append(auth->curl, form, size, &len, "grant_type", grant, strlen(grant));
     }
-    if (r == 0) {
-        r = auth_form_append(auth->curl, form, size, &len, "client_secret", secret, secret_len);
+    if (r == 0 && auth->assertion_signer != NULL) {
+        const char *type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+        r = auth_form_append(auth->curl, form, size, &len, "client_assertion_type", type,
+                             strlen(type));
     }
+    if (r == 0) {
+        r = auth_form_append(auth->curl, form, size, &len, credential_name, secret, secret_len);
+    }
+    crd_secret_free(credential);
     if (r < 0) {
         OPENSSL_cleanse(form, size);
         free(form);

@@ -19,6 +19,7 @@
 
 #include <stdint.h>
 
+#include "assertion.h"
 #include "error.h"
 #include "secret.h"
 
@@ -28,7 +29,9 @@ struct crd_auth_options {
     const char *login_url; /* "https://login.microsoftonline.com", no final "/" */
     const char *tenant;    /* GUID or domain name */
     const char *client_id;
-    const struct crd_secret *client_secret; /* borrowed; must outlive the cache */
+    const struct crd_secret *client_secret; /* borrowed; NULL when assertion_signer is set */
+    /* Signs client assertions (certificate credentials) in place of the secret; borrowed. */
+    const struct crd_assertion_signer *assertion_signer;
     const char *scope;                      /* "https://graph.microsoft.com/.default" */
     const char *ca_file;                    /* NULL: the system trust store */
     const char *proxy;                      /* NULL: libcurl's defaults (environment) */

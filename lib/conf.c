@@ -20,17 +20,24 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf_internal.h"
+#include "util.h"
 
 #define CONF_DEFAULT_STATE_DIRECTORY "/var/lib/callrecd"
 
 /* ------------------------------------------------------------------------ */
 /* Names of enum values, shared with crd_*_name()                           */
+
+static const char *const assertion_names[CRD_ASSERTION_ALGORITHM__COUNT] = {
+    [CRD_ASSERTION_PS256] = "ps256",
+    [CRD_ASSERTION_RS256] = "rs256",
+};
 
 static const char *const cloud_names[CRD_CLOUD__COUNT] = {
     [CRD_CLOUD_GLOBAL] = "global",
@@ -88,6 +95,16 @@ static const struct conf_option graph_options[] = {
      .description = "Application (client) ID of the app registration"},
     {.name = "client_secret_file", .type = CONF_PATH, CONF_CFG(graph.client_secret_file),
      .description = "File holding the client secret; default $CREDENTIALS_DIRECTORY/client_secret"},
+    {.name = "client_certificate_file", .type = CONF_PATH,
+     CONF_CFG(graph.client_certificate_file),
+     .description = "PEM certificate for certificate credentials, in place of a client secret; "
+                    "default $CREDENTIALS_DIRECTORY/client_certificate"},
+    {.name = "client_key_file", .type = CONF_PATH, CONF_CFG(graph.client_key_file),
+     .description = "PEM RSA private key of client_certificate_file; "
+                    "default $CREDENTIALS_DIRECTORY/client_key"},
+    {.name = "assertion", .type = CONF_ENUM, .default_value = "ps256", CONF_CFG(graph.assertion),
+     CONF_NAMES(assertion_names),
+     .description = "Client assertion signature: ps256 (x5t#S256) or rs256 (x5t)"},
     {.name = "cloud", .type = CONF_ENUM, .default_value = "global", CONF_CFG(graph.cloud),
      CONF_NAMES(cloud_names), .description = "National cloud, which picks the default URLs"},
     {.name = "login_url", .type = CONF_URL, CONF_CFG(graph.login_url),
@@ -141,12 +158,24 @@ static const struct conf_option subscription_options[] = {
      CONF_CFG(subscription.resource), .description = "Graph resource subscribed to"},
     {.name = "change_type", .type = CONF_CHANGE_TYPE, .default_value = "updated",
      CONF_CFG(subscription.change_type), .description = "created, updated, or both"},
-    {.name = "lifetime", .type = CONF_MINUTES, .default_value = "4230", .unit = "min",
-     CONF_CFG(subscription.lifetime_min), .min = 45, .max = 4230,
-     .description = "Subscription lifetime requested at each renewal"},
-    {.name = "renew_before", .type = CONF_MINUTES, .unit = "min",
-     CONF_CFG(subscription.renew_before_min), .min = 1, .max = 4229,
-     .description = "Renew this long before expiry; default a quarter of lifetime"},
+    {.name = "lifetime", .type = CONF_DURATION, .flags = CONF_BARE_MINUTES,
+     .default_value = "4230min", .unit = "ms", CONF_CFG(subscription.lifetime_ms),
+     .min = 10 * 1000, .max = 4230ULL * 60 * 1000,
+     .description = "Subscription lifetime requested at each creation and renewal; a bare "
+                    "number is in minutes"},
+    {.name = "renew_before", .type = CONF_DURATION, .flags = CONF_BARE_MINUTES, .unit = "ms",
+     CONF_CFG(subscription.renew_before_ms), .min = 1000, .max = 4229ULL * 60 * 1000,
+     .description = "Renew this long before expiry; default a quarter of lifetime; a bare "
+                    "number is in minutes"},
+    {.name = "check_interval", .type = CONF_DURATION, .default_value = "15min", .unit = "ms",
+     CONF_CFG(subscription.check_interval_ms), .min = 1000, .max = 24ULL * 60 * 60 * 1000,
+     .description = "How often callrecd checks that the subscription still exists"},
+    {.name = "backfill_margin", .type = CONF_DURATION, .default_value = "10min", .unit = "ms",
+     CONF_CFG(subscription.backfill_margin_ms), .min = 0, .max = 24ULL * 60 * 60 * 1000,
+     .description = "A backfill starts this long before the last notification or backfill"},
+    {.name = "participant_filter", .type = CONF_STRING,
+     CONF_CFG(subscription.participant_filter),
+     .description = "Comma list of Entra object ids; only their calls are notified"},
     {.name = "client_state_file", .type = CONF_PATH, CONF_CFG(subscription.client_state_file),
      .description = "File holding the clientState; default $CREDENTIALS_DIRECTORY/client_state, "
                     "else generated once and kept in the store"},
@@ -461,23 +490,104 @@ static void validate_listener(struct loader *ld)
     conf_load_tls(ld);
 }
 
+/*
+ * Turns participant_filter into the filtered resource Graph documents for
+ * call records: participants/any(p:p/id eq 'A' or p/id eq 'B').
+ */
+static void validate_participant_filter(struct loader *ld, struct conf_section *s)
+{
+    struct crd_config *config = ld->config;
+    const char *list = config->subscription.participant_filter;
+    const char *filter_value = conf_key_value(s, "participant_filter");
+    unsigned filter_line = conf_key_line(s, "participant_filter");
+    if (conf_option_set(s, "resource") &&
+        strcmp(config->subscription.resource, "/communications/callRecords") != 0) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
+                      filter_value, "cannot be combined with resource '%s'; remove one of the "
+                      "two keys", config->subscription.resource);
+        return;
+    }
+
+    char resource[4096];
+    size_t used = (size_t)snprintf(resource, sizeof(resource),
+                                   "/communications/callRecords?$filter=participants/any(p:");
+    size_t n_ids = 0;
+    for (const char *p = list; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        const char *start = p;
+        size_t id_len = len;
+        while (id_len > 0 && (*start == ' ' || *start == '\t')) {
+            start++;
+            id_len--;
+        }
+        while (id_len > 0 && (start[id_len - 1] == ' ' || start[id_len - 1] == '\t')) {
+            id_len--;
+        }
+        if (!crd_guid_is_valid(start, id_len)) {
+            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
+                          filter_value, "'%.*s' is not an Entra object id (a GUID); list the "
+                          "users' object ids separated by commas", (int)(id_len < 60 ? id_len : 60),
+                          start);
+            return;
+        }
+        used += (size_t)snprintf(resource + used, sizeof(resource) - used, "%sp/id eq '%.*s'",
+                                 n_ids > 0 ? " or " : "", (int)id_len, start);
+        if (used >= sizeof(resource) - 2) {
+            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
+                          filter_value, "too many ids for one subscription; split them across "
+                          "instances");
+            return;
+        }
+        n_ids++;
+        p += len;
+        if (*p == ',') {
+            p++;
+        }
+    }
+    if (n_ids == 0) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
+                      filter_value, "lists no ids; remove the key or list object ids");
+        return;
+    }
+    snprintf(resource + used, sizeof(resource) - used, ")");
+
+    char *copy = strdup(resource);
+    if (copy == NULL) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
+                      filter_value, "out of memory");
+        return;
+    }
+    free(config->subscription.resource);
+    config->subscription.resource = copy;
+}
+
 static void validate_subscription(struct loader *ld)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_SUBSCRIPTION);
     struct crd_config *config = ld->config;
 
     if (!conf_option_invalid(s, "lifetime") && !conf_option_invalid(s, "renew_before")) {
-        unsigned lifetime = config->subscription.lifetime_min;
+        uint64_t lifetime = config->subscription.lifetime_ms;
         if (!conf_option_set(s, "renew_before")) {
-            config->subscription.renew_before_min = lifetime / 4;
-        } else if (config->subscription.renew_before_min >= lifetime) {
+            config->subscription.renew_before_ms = lifetime / 4;
+        } else if (config->subscription.renew_before_ms >= lifetime) {
             conf_add_diag(
                 ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "renew_before"), s->label,
                 "renew_before", conf_key_value(s, "renew_before"),
-                "must be shorter than lifetime (%u minutes), or the subscription is renewed "
-                "all the time; use e.g. %u (a quarter of the lifetime, the default)",
-                lifetime, lifetime / 4);
+                "must be shorter than lifetime (%llu s), or the subscription is renewed all the "
+                "time; use e.g. %llus (a quarter of the lifetime, the default)",
+                (unsigned long long)(lifetime / 1000), (unsigned long long)(lifetime / 4000));
         }
+    }
+    if (conf_option_set(s, "lifetime") && !conf_option_invalid(s, "lifetime") &&
+        config->subscription.lifetime_ms < 45ULL * 60 * 1000) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_WARNING, conf_key_line(s, "lifetime"), s->label,
+                      "lifetime", conf_key_value(s, "lifetime"),
+                      "Graph raises expiries under 45 minutes to 45; short lifetimes are for "
+                      "testing with an emulator");
+    }
+    if (config->subscription.participant_filter != NULL) {
+        validate_participant_filter(ld, s);
     }
 
     conf_load_client_state(ld);
@@ -704,6 +814,10 @@ void crd_config_free(struct crd_config *config)
     free(config->graph.client_id);
     free(config->graph.client_secret_file);
     crd_secret_free(config->graph.client_secret);
+    free(config->graph.client_certificate_file);
+    free(config->graph.client_certificate);
+    free(config->graph.client_key_file);
+    crd_secret_free(config->graph.client_key);
     free(config->graph.login_url);
     free(config->graph.graph_url);
     free(config->graph.ca_file);
@@ -720,6 +834,7 @@ void crd_config_free(struct crd_config *config)
 
     free(config->subscription.resource);
     free(config->subscription.change_type);
+    free(config->subscription.participant_filter);
     free(config->subscription.client_state_file);
     crd_secret_free(config->subscription.client_state);
 

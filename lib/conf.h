@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "assertion.h"
 #include "error.h"
 #include "log.h"
 #include "secret.h"
@@ -64,7 +65,12 @@ struct crd_config {
         char *tenant;                     /* GUID or domain name */
         char *client_id;                  /* GUID */
         char *client_secret_file;         /* NULL when the secret came from $CREDENTIALS_DIRECTORY */
-        struct crd_secret *client_secret; /* never NULL after a successful load */
+        struct crd_secret *client_secret; /* NULL only when a client certificate is used */
+        char *client_certificate_file;    /* NULL when from $CREDENTIALS_DIRECTORY or unused */
+        char *client_certificate;         /* PEM; non-NULL selects certificate credentials */
+        char *client_key_file;            /* NULL when from $CREDENTIALS_DIRECTORY or unused */
+        struct crd_secret *client_key;    /* PEM private key of client_certificate */
+        enum crd_assertion_algorithm assertion;
         enum crd_cloud cloud;
         char *login_url;                  /* cloud default unless overridden, no trailing slash */
         char *graph_url;                  /* cloud default unless overridden, no trailing slash */
@@ -92,10 +98,13 @@ struct crd_config {
     } listener;
 
     struct {
-        char *resource;
+        char *resource;                   /* built from participant_filter when that is set */
         char *change_type;
-        unsigned lifetime_min;            /* 45 to 4230 */
-        unsigned renew_before_min;        /* default: a quarter of lifetime_min */
+        uint64_t lifetime_ms;             /* 10 s to 4230 min */
+        uint64_t renew_before_ms;         /* default: a quarter of lifetime_ms */
+        uint64_t check_interval_ms;       /* how often the subscription's existence is checked */
+        uint64_t backfill_margin_ms;      /* a backfill starts this long before its watermark */
+        char *participant_filter;         /* comma list of Entra object ids; NULL: none */
         char *client_state_file;          /* NULL: from $CREDENTIALS_DIRECTORY or the store */
         struct crd_secret *client_state;  /* NULL: generated once and kept in the store */
     } subscription;

@@ -46,6 +46,8 @@ enum conf_type {
 };
 
 #define CONF_REQUIRED (1u << 0)
+/* CONF_DURATION: a number without a unit is in minutes, not seconds (older minute-only keys). */
+#define CONF_BARE_MINUTES (1u << 1)
 
 struct conf_option {
     const char *name;

@@ -132,10 +132,97 @@ static struct crd_secret *read_secret(struct loader *ld, const struct conf_secti
     return secret;
 }
 
+static int read_text_file(const char *path, size_t max, char **ret_text, const char **ret_why);
+
+/*
+ * Loads certificate credentials when they are configured: client_certificate_file
+ * (or the credential 'client_certificate' while client_secret_file is unset) and
+ * its key. Returns true when certificate credentials are in use, or were meant
+ * to be, so that no client secret is required.
+ */
+static bool load_client_certificate(struct loader *ld, struct conf_section *s)
+{
+    struct crd_config *config = ld->config;
+    if (conf_option_invalid(s, "client_certificate_file") ||
+        conf_option_invalid(s, "client_key_file")) {
+        return true;
+    }
+
+    /* An explicit client_secret_file wins over a 'client_certificate' credential. */
+    char *cert_path = NULL;
+    if ((config->graph.client_certificate_file != NULL ||
+         config->graph.client_secret_file == NULL) &&
+        locate_credential(ld, config->graph.client_certificate_file, "client_certificate",
+                          &cert_path) <= 0) {
+        cert_path = NULL;
+    }
+    if (cert_path == NULL) {
+        if (config->graph.client_key_file != NULL) {
+            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_key_file"), s->label,
+                          "client_key_file", conf_key_value(s, "client_key_file"),
+                          "a client key without a certificate; set client_certificate_file too, "
+                          "or remove client_key_file");
+        }
+        return false;
+    }
+    if (config->graph.client_secret_file != NULL) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_secret_file"), s->label,
+                      "client_secret_file", conf_key_value(s, "client_secret_file"),
+                      "both a client secret and a client certificate are set; keep one of "
+                      "client_secret_file and client_certificate_file");
+        free(cert_path);
+        return true;
+    }
+
+    char *text = NULL;
+    const char *why = NULL;
+    if (read_text_file(cert_path, CONF_MAX_CERT_SIZE, &text, &why) < 0) {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_certificate_file"),
+                      s->label, "client_certificate_file",
+                      conf_key_value(s, "client_certificate_file"),
+                      "cannot read the client certificate '%s': %s", cert_path, why);
+        free(cert_path);
+        return true;
+    }
+
+    char *key_path = NULL;
+    int r = locate_credential(ld, config->graph.client_key_file, "client_key", &key_path);
+    if (r == 0) {
+        char *note = credentials_note(ld, "client_key");
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_certificate_file"),
+                      s->label, "client_key_file", NULL,
+                      "no private key for the client certificate%s; set client_key_file = "
+                      "/etc/callrecd/client.key (mode 0600), or pass the credential "
+                      "'client_key' with systemd", note != NULL ? note : "");
+        free(note);
+    }
+    struct crd_secret *key = r > 0 ? read_secret(ld, s, "client_key_file", key_path, false) : NULL;
+
+    if (key != NULL) {
+        struct crd_assertion_signer *signer = NULL;
+        struct crd_error err = {0};
+        if (crd_assertion_signer_new(text, key, config->graph.assertion, &signer, &err) < 0) {
+            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_certificate_file"),
+                          s->label, "client_certificate_file",
+                          conf_key_value(s, "client_certificate_file"), "'%s' with '%s': %s",
+                          cert_path, key_path, err.message);
+        }
+        crd_assertion_signer_free(signer);
+    }
+    config->graph.client_certificate = text;
+    config->graph.client_key = key;
+    free(key_path);
+    free(cert_path);
+    return true;
+}
+
 void conf_load_client_secret(struct loader *ld)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_GRAPH);
     struct crd_config *config = ld->config;
+    if (load_client_certificate(ld, s)) {
+        return;
+    }
     if (conf_option_invalid(s, "client_secret_file")) {
         return;
     }

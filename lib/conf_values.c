@@ -172,11 +172,15 @@ static int parse_ranged(const struct conf_option *opt, const char *value, void *
         r = parse_number(value, duration_suffixes, ARRAY_SIZE(duration_suffixes), &n, p,
                          expected);
         if (r == 0 && bare) {
-            /* A number without a unit is in seconds, like the other time options. */
-            if (n > UINT64_MAX / 1000) {
+            /*
+             * A number without a unit is in seconds, like the other time options,
+             * or in minutes for the keys that took only minutes before.
+             */
+            uint64_t unit_ms = (opt->flags & CONF_BARE_MINUTES) != 0 ? 60000 : 1000;
+            if (n > UINT64_MAX / unit_ms) {
                 return fail(p, "the number is far too large; write %s", expected);
             }
-            n *= 1000;
+            n *= unit_ms;
         }
         break;
     }

@@ -14,8 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "auth.h"
-#include "graph.h"
-#include "graph_http.h"
+#include "graph_internal.h"
 #include "log.h"
 #include "util.h"
 
@@ -26,66 +25,9 @@
 #define GRAPH_DEFAULT_BACKOFF_MAX_MS 30000
 /* Per response page, after content decoding. */
 #define GRAPH_MAX_BODY_SIZE (64 * 1024 * 1024)
-/* Pages per fetch (record, session pages and participant pages together): a runaway guard. */
-#define GRAPH_MAX_PAGES 1000
 /* A longer Retry-After counts as this much, so that one odd header cannot stall every worker. */
 #define GRAPH_MAX_RETRY_AFTER_MS (10 * 60 * 1000)
 
-#define GRAPH_CALL_RECORDS_PATH "/v1.0/communications/callRecords/"
-/* $expand=sessions($expand=segments), percent-encoded as the Graph SDKs send it. */
-#define GRAPH_EXPAND_QUERY "?%24expand=sessions%28%24expand%3Dsegments%29"
-#define GRAPH_SOURCE_KEY "participants_v2@callrecd.source"
-
-struct crd_graph {
-    char *graph_url;    /* without a trailing slash */
-    char *graph_scheme; /* of graph_url, for comparing next links */
-    char *graph_host;
-    char *graph_port; /* with the scheme's default filled in */
-    struct crd_http_settings http;
-    unsigned max_attempts;
-    unsigned backoff_base_ms;
-    unsigned backoff_max_ms;
-    struct crd_auth *auth;
-    atomic_bool cancelled;
-
-    pthread_mutex_t lock;    /* protects gate_open_at_ms; the waits below use it */
-    pthread_cond_t wake;     /* on CLOCK_MONOTONIC; broadcast by crd_graph_cancel() */
-    int64_t gate_open_at_ms; /* monotonic; no request is sent before it */
-};
-
-struct crd_graph_session {
-    struct crd_graph *graph;
-    CURL *curl;
-    struct crd_http_body body;
-    char curl_error[CURL_ERROR_SIZE];
-    char retry_after[64];  /* Retry-After of the last response; "" when absent */
-    char request_id[64];   /* request-id header of the last response */
-    uint64_t random_state; /* for jitter and client-request-ids (splitmix64) */
-};
-
-/* State of one crd_graph_fetch_call_record() call. */
-struct graph_fetch {
-    struct crd_graph_session *session;
-    struct crd_graph *graph;
-    const char *call_id;
-    struct crd_log_ids ids;
-    struct crd_graph_failure *failure;
-    char **visited; /* every URL requested so far, to detect loops */
-    size_t visited_count;
-    size_t visited_capacity;
-    unsigned pages;
-};
-
-/* Outcome of one HTTP attempt. */
-enum graph_attempt {
-    GRAPH_ATTEMPT_OK,
-    GRAPH_ATTEMPT_TRANSIENT,    /* retry after a backoff delay */
-    GRAPH_ATTEMPT_THROTTLED,    /* 429: close the gate, then retry */
-    GRAPH_ATTEMPT_UNAUTHORIZED, /* 401: refresh the token, then retry once */
-    GRAPH_ATTEMPT_FAILED,       /* final; err contains the code */
-};
-
-/* ---- small helpers ---------------------------------------------------------------------- */
 
 static uint64_t session_random(struct crd_graph_session *session)
 {
@@ -328,6 +270,7 @@ int crd_graph_new(const struct crd_graph_options *options, struct crd_graph **re
         .tenant = options->tenant,
         .client_id = options->client_id,
         .client_secret = options->client_secret,
+        .assertion_signer = options->assertion_signer,
         .scope = scope,
         .ca_file = options->ca_file,
         .proxy = options->proxy,
@@ -471,7 +414,7 @@ void crd_graph_session_free(struct crd_graph_session *session)
 
 /* The request headers; the Authorization line is copied from the token cache's secret. */
 static struct curl_slist *graph_request_headers(const struct crd_secret *authorization,
-                                                const char *client_request_id)
+                                                const char *client_request_id, bool with_body)
 {
     char id_line[64];
     snprintf(id_line, sizeof(id_line), "client-request-id: %s", client_request_id);
@@ -480,9 +423,11 @@ static struct curl_slist *graph_request_headers(const struct crd_secret *authori
         crd_secret_bytes(authorization),
         id_line,
         "Prefer: include-unknown-enum-members",
+        "Content-Type: application/json",
     };
+    size_t n_lines = sizeof(lines) / sizeof(lines[0]) - (with_body ? 0 : 1);
     struct curl_slist *list = NULL;
-    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+    for (size_t i = 0; i < n_lines; i++) {
         struct curl_slist *more = curl_slist_append(list, lines[i]);
         if (more == NULL) {
             curl_slist_free_all(list);
@@ -512,14 +457,39 @@ static void graph_describe_status(const struct crd_graph_failure *failure, char 
              failure->request_id, failure->client_request_id);
 }
 
+/* Sets the method and body of the next transfer on the reused easy handle. */
+static CURLcode graph_set_method(CURL *curl, const char *method, const char *body)
+{
+    if (body == NULL && strcmp(method, "POST") == 0) {
+        body = "";
+    }
+    if (body == NULL) {
+        CURLcode code = curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+        if (code == CURLE_OK && strcmp(method, "GET") != 0) {
+            code = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+        }
+        return code;
+    }
+    CURLcode code = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    if (code == CURLE_OK) {
+        code = curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    }
+    if (code == CURLE_OK && strcmp(method, "POST") != 0) {
+        code = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    }
+    return code;
+}
+
 /*
- * Sends one GET and classifies the response. err is filled for every outcome
- * but OK; for FAILED its code is final. *ret_retry_after_ms gets the
+ * Sends one request and classifies the response. err is filled for every
+ * outcome but OK; for FAILED its code is final. *ret_retry_after_ms gets the
  * Retry-After delay, or -1 when the response had none.
  */
-static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, const char *what,
-                                        uint64_t *ret_generation, json_t **ret_json,
-                                        int64_t *ret_retry_after_ms, struct crd_error *err)
+static enum graph_attempt request_attempt(struct graph_fetch *f, const char *method,
+                                          const char *url, const char *body, const char *what,
+                                          uint64_t *ret_generation, long *ret_status,
+                                          json_t **ret_json, int64_t *ret_retry_after_ms,
+                                          struct crd_error *err)
 {
     struct crd_graph_session *session = f->session;
     struct crd_graph_failure *failure = f->failure;
@@ -544,7 +514,7 @@ static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, 
     }
 
     session_new_guid(session, client_request_id);
-    headers = graph_request_headers(authorization, client_request_id);
+    headers = graph_request_headers(authorization, client_request_id, body != NULL);
     if (headers == NULL) {
         (void)crd_error_set(err, -ENOMEM, "out of memory");
         goto out;
@@ -556,7 +526,7 @@ static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, 
     session->request_id[0] = '\0';
     CURLcode code = curl_easy_setopt(session->curl, CURLOPT_URL, url);
     if (code == CURLE_OK) {
-        code = curl_easy_setopt(session->curl, CURLOPT_HTTPGET, 1L);
+        code = graph_set_method(session->curl, method, body);
     }
     if (code == CURLE_OK) {
         code = curl_easy_setopt(session->curl, CURLOPT_HTTPHEADER, headers);
@@ -566,6 +536,8 @@ static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, 
         failure->attempts++;
     }
     (void)curl_easy_setopt(session->curl, CURLOPT_HTTPHEADER, NULL);
+    (void)curl_easy_setopt(session->curl, CURLOPT_CUSTOMREQUEST, NULL);
+    (void)curl_easy_setopt(session->curl, CURLOPT_POSTFIELDS, NULL);
 
     long status = 0;
     if (code == CURLE_OK) {
@@ -595,17 +567,24 @@ static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, 
         goto out;
     }
 
-    if (status == 200) {
+    if (status >= 200 && status <= 299 && session->body.len == 0 && status != 200) {
+        /* 201 and 204 may come without a body; 200 always carries one. */
+        *ret_status = status;
+        *ret_json = NULL;
+        result = GRAPH_ATTEMPT_OK;
+        goto out;
+    }
+    if (status >= 200 && status <= 299) {
         json_error_t json_error;
         json_t *json = json_loadb(session->body.data != NULL ? session->body.data : "",
                                   session->body.len, 0, &json_error);
         if (json == NULL) {
             /* Most likely cut off on the way: worth another try. */
             (void)crd_error_set(err, -EAGAIN,
-                                "%s: HTTP 200 with invalid JSON at byte %d of %zu: %s "
+                                "%s: HTTP %ld with invalid JSON at byte %d of %zu: %s "
                                 "(client-request-id '%s')",
-                                what, json_error.position, session->body.len, json_error.text,
-                                client_request_id);
+                                what, status, json_error.position, session->body.len,
+                                json_error.text, client_request_id);
             snprintf(failure->client_request_id, sizeof(failure->client_request_id), "%s",
                      client_request_id);
             result = GRAPH_ATTEMPT_TRANSIENT;
@@ -613,10 +592,12 @@ static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, 
         }
         if (!json_is_object(json)) {
             json_decref(json);
-            (void)crd_error_set(err, -EPROTO, "%s: HTTP 200 with a JSON body that is not an object",
-                                what);
+            (void)crd_error_set(err, -EPROTO,
+                                "%s: HTTP %ld with a JSON body that is not an object", what,
+                                status);
             goto out;
         }
+        *ret_status = status;
         *ret_json = json;
         result = GRAPH_ATTEMPT_OK;
         goto out;
@@ -651,9 +632,11 @@ static enum graph_attempt fetch_attempt(struct graph_fetch *f, const char *url, 
                             "application permission, with admin consent",
                             what, described);
     } else if (status == 404) {
-        (void)crd_error_set(err, -ENOENT,
-                            "%s: %s: not found (not generated yet, or past the 30-day retention)",
-                            what, described);
+        (void)crd_error_set(err, -ENOENT, "%s: %s: not found%s", what, described,
+                            f->not_found_hint != NULL ? f->not_found_hint : "");
+    } else if (status == 409) {
+        (void)crd_error_set(err, -EEXIST, "%s: %s: conflict with an existing resource", what,
+                            described);
     } else if (status >= 400) {
         (void)crd_error_set(err, -EINVAL, "%s: %s: request rejected", what, described);
     } else {
@@ -667,23 +650,13 @@ out:
     return result;
 }
 
-/*
- * One GET with the retry policy: transient failures back off, 429 closes the
- * throttle gate, 401 refreshes the token once. Returns 0 and the JSON object.
- */
-static int fetch_get(struct graph_fetch *f, const char *url, const char *what, json_t **ret_json,
-                     struct crd_error *err)
+int crd_graph_send(struct graph_fetch *f, const char *method, const char *url, const char *body,
+                   const char *what, long *ret_status, json_t **ret_json, struct crd_error *err)
 {
     struct crd_graph *graph = f->graph;
     unsigned failures = 0;
     bool refreshed = false;
     int64_t not_before_ms = 0;
-
-    if (f->pages >= GRAPH_MAX_PAGES) {
-        return crd_error_set(err, -EPROTO, "%s: more than %d pages; giving up", what,
-                             GRAPH_MAX_PAGES);
-    }
-    f->pages++;
 
     for (;;) {
         int r = graph_wait(graph, not_before_ms, err);
@@ -693,8 +666,8 @@ static int fetch_get(struct graph_fetch *f, const char *url, const char *what, j
 
         uint64_t generation = 0;
         int64_t retry_after_ms = -1;
-        enum graph_attempt result =
-            fetch_attempt(f, url, what, &generation, ret_json, &retry_after_ms, err);
+        enum graph_attempt result = request_attempt(f, method, url, body, what, &generation,
+                                                    ret_status, ret_json, &retry_after_ms, err);
         int64_t delay_ms = 0;
         switch (result) {
         case GRAPH_ATTEMPT_OK:
@@ -735,330 +708,57 @@ static int fetch_get(struct graph_fetch *f, const char *url, const char *what, j
 
 /* ---- paging ----------------------------------------------------------------------------- */
 
-static int fetch_remember_url(struct graph_fetch *f, const char *url, struct crd_error *err)
+int crd_graph_check_host(const struct crd_graph *graph, const char *url, const char *what,
+                         struct crd_error *err)
 {
-    if (f->visited_count == f->visited_capacity) {
-        size_t capacity = f->visited_capacity == 0 ? 8 : 2 * f->visited_capacity;
-        char **visited = realloc(f->visited, capacity * sizeof(*visited));
-        if (visited == NULL) {
-            return crd_error_set(err, -ENOMEM, "out of memory");
-        }
-        f->visited = visited;
-        f->visited_capacity = capacity;
-    }
-    f->visited[f->visited_count] = strdup(url);
-    if (f->visited[f->visited_count] == NULL) {
-        return crd_error_set(err, -ENOMEM, "out of memory");
-    }
-    f->visited_count++;
-    return 0;
-}
-
-/* A next link may be followed only to the Graph host, and only once. */
-static int fetch_check_link(struct graph_fetch *f, const char *link, const char *what,
-                            struct crd_error *err)
-{
-    const struct crd_graph *graph = f->graph;
     char *scheme = NULL;
     char *host = NULL;
     char *port = NULL;
-    int r = graph_split_url(link, &scheme, &host, &port);
+    int r = graph_split_url(url, &scheme, &host, &port);
     if (r == -ENOMEM) {
         return crd_error_set(err, r, "out of memory");
     }
     if (r < 0) {
-        return crd_error_set(err, -EPROTO, "%s: next link '%.160s' is not an http(s) URL", what,
-                             link);
+        return crd_error_set(err, -EPROTO, "%s: '%.160s' is not an http(s) URL", what, url);
     }
     bool same = strcasecmp(scheme, graph->graph_scheme) == 0 &&
                 strcasecmp(host, graph->graph_host) == 0 && strcmp(port, graph->graph_port) == 0;
     if (!same) {
         r = crd_error_set(err, -EPROTO,
-                          "%s: next link '%.160s' points to another host (%s://%s:%s, not "
-                          "%s://%s:%s); not following it",
-                          what, link, scheme, host, port, graph->graph_scheme, graph->graph_host,
+                          "%s: '%.160s' points to another host (%s://%s:%s, not %s://%s:%s); "
+                          "not following it",
+                          what, url, scheme, host, port, graph->graph_scheme, graph->graph_host,
                           graph->graph_port);
     }
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
-    if (r < 0) {
-        return r;
-    }
+    return r;
+}
 
+void crd_graph_fetch_clear(struct graph_fetch *f)
+{
     for (size_t i = 0; i < f->visited_count; i++) {
-        if (strcmp(f->visited[i], link) == 0) {
-            return crd_error_set(err, -EPROTO,
-                                 "%s: next link '%.160s' was followed before; not following it "
-                                 "again",
-                                 what, link);
-        }
+        free(f->visited[i]);
     }
-    return fetch_remember_url(f, link, err);
+    free(f->visited);
+    f->visited = NULL;
+    f->visited_count = 0;
+    f->visited_capacity = 0;
 }
 
-/* An optional next link member: a string, or absent or null. Sets *ret_link to a copy or NULL. */
-static int fetch_take_link(json_t *object, const char *key, const char *what, char **ret_link,
-                           struct crd_error *err)
+int crd_graph_request(struct crd_graph_session *session, const char *method,
+                      const char *url_or_path, const json_t *body, long *ret_status,
+                      json_t **ret_json, struct crd_graph_failure *failure, struct crd_error *err)
 {
-    const json_t *value = json_object_get(object, key);
-    *ret_link = NULL;
-    if (value == NULL || json_is_null(value)) {
-        return 0;
-    }
-    if (!json_is_string(value)) {
-        return crd_error_set(err, -EPROTO, "%s: %s is not a string", what, key);
-    }
-    *ret_link = strdup(json_string_value(value));
-    if (*ret_link == NULL) {
-        return crd_error_set(err, -ENOMEM, "out of memory");
-    }
-    (void)json_object_del(object, key);
-    return 0;
-}
-
-/*
- * GETs collection pages starting at url, appending each page's "value"
- * elements to items, until a page has no @odata.nextLink. When url is
- * itself a next link it is checked like the later ones.
- */
-static int fetch_collection(struct graph_fetch *f, const char *url, bool url_is_link,
-                            const char *what, json_t *items, struct crd_error *err)
-{
-    int r = 0;
-    char *link = strdup(url);
-    json_t *page = NULL;
-    if (link == NULL) {
-        return crd_error_set(err, -ENOMEM, "out of memory");
-    }
-
-    for (bool checked = !url_is_link; link != NULL; checked = false) {
-        if (!checked) {
-            r = fetch_check_link(f, link, what, err);
-            if (r < 0) {
-                goto out;
-            }
-        }
-        r = fetch_get(f, link, what, &page, err);
-        if (r < 0) {
-            goto out;
-        }
-        json_t *value = json_object_get(page, "value");
-        if (!json_is_array(value)) {
-            r = crd_error_set(err, -EPROTO, "%s: a page without a \"value\" array", what);
-            goto out;
-        }
-        if (json_array_extend(items, value) < 0) {
-            r = crd_error_set(err, -ENOMEM, "out of memory");
-            goto out;
-        }
-        free(link);
-        r = fetch_take_link(page, "@odata.nextLink", what, &link, err);
-        if (r < 0) {
-            goto out;
-        }
-        json_decref(page);
-        page = NULL;
-    }
-
-out:
-    json_decref(page);
-    free(link);
-    return r;
-}
-
-/* ---- participants from sessions --------------------------------------------------------- */
-
-static int participants_add_endpoint(const json_t *endpoint, json_t *seen, json_t *participants)
-{
-    const json_t *identity = json_object_get(endpoint, "associatedIdentity");
-    const char *id = json_string_value(json_object_get(identity, "id"));
-    if (id == NULL || id[0] == '\0') {
-        return 0; /* a service endpoint, or an identity Graph did not fill in */
-    }
-
-    /* Ids are GUIDs (any case) or phone numbers: compare them case-insensitively. */
-    char key[256];
-    size_t len = strlen(id) < sizeof(key) - 1 ? strlen(id) : sizeof(key) - 1;
-    for (size_t i = 0; i < len; i++) {
-        key[i] = (char)(id[i] >= 'A' && id[i] <= 'Z' ? id[i] - 'A' + 'a' : id[i]);
-    }
-    key[len] = '\0';
-    if (json_object_get(seen, key) != NULL) {
-        return 0;
-    }
-
-    const json_t *name = json_object_get(identity, "displayName");
-    const json_t *tenant = json_object_get(identity, "tenantId");
-    json_t *participant =
-        json_pack("{s:s, s:{s:{s:s, s:O, s:O}}}", "id", id, "identity", "user", "id", id,
-                  "displayName", json_is_string(name) ? (json_t *)name : json_null(), "tenantId",
-                  json_is_string(tenant) ? (json_t *)tenant : json_null());
-    if (participant == NULL || json_array_append_new(participants, participant) < 0 ||
-        json_object_set_new(seen, key, json_true()) < 0) {
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-/*
- * Graph's advice where participants_v2 fails: for peer-to-peer calls both
- * ends of every session, for meetings (groupCall) the callers only. Records
- * of type unknown (PSTN) are two-party calls and are treated like
- * peer-to-peer ones.
- */
-static int participants_from_sessions(const json_t *record, json_t **ret_participants,
-                                      struct crd_error *err)
-{
-    const char *type = json_string_value(json_object_get(record, "type"));
-    bool callers_only = type != NULL && strcmp(type, "groupCall") == 0;
-    json_t *participants = json_array();
-    json_t *seen = json_object();
-    int r = 0;
-    if (participants == NULL || seen == NULL) {
-        r = -ENOMEM;
-        goto out;
-    }
-
-    size_t i;
-    const json_t *session;
-    json_array_foreach (json_object_get(record, "sessions"), i, session) {
-        r = participants_add_endpoint(json_object_get(session, "caller"), seen, participants);
-        if (r == 0 && !callers_only) {
-            r = participants_add_endpoint(json_object_get(session, "callee"), seen, participants);
-        }
-        if (r < 0) {
-            goto out;
-        }
-    }
-
-    *ret_participants = participants;
-    participants = NULL;
-out:
-    json_decref(participants);
-    json_decref(seen);
-    return r < 0 ? crd_error_set(err, r, "out of memory") : 0;
-}
-
-/* ---- the whole record ---------------------------------------------------------------------- */
-
-static int fetch_validate_record(const json_t *record, const char *call_id, struct crd_error *err)
-{
-    const char *id = json_string_value(json_object_get(record, "id"));
-    if (id == NULL) {
-        return crd_error_set(err, -EPROTO, "call record '%s': the response has no string \"id\"",
-                             call_id);
-    }
-    if (strcasecmp(id, call_id) != 0) {
-        char shown[64];
-        crd_http_sanitize(shown, sizeof(shown), id);
-        return crd_error_set(err, -EPROTO, "call record '%s': the response is for id '%s'", call_id,
-                             shown);
-    }
-    if (!json_is_integer(json_object_get(record, "version"))) {
-        return crd_error_set(err, -EPROTO,
-                             "call record '%s': the response has no integer \"version\"", call_id);
-    }
-    return 0;
-}
-
-/* Follows sessions@odata.nextLink, appending every page to the record's "sessions". */
-static int fetch_sessions(struct graph_fetch *f, json_t *record, struct crd_error *err)
-{
-    char what[96];
-    snprintf(what, sizeof(what), "sessions of call record '%s'", f->call_id);
-
-    json_t *sessions = json_object_get(record, "sessions");
-    if (sessions == NULL || json_is_null(sessions)) {
-        sessions = json_array();
-        if (sessions == NULL || json_object_set_new(record, "sessions", sessions) < 0) {
-            return crd_error_set(err, -ENOMEM, "out of memory");
-        }
-    } else if (!json_is_array(sessions)) {
-        return crd_error_set(err, -EPROTO, "%s: \"sessions\" is not an array", what);
-    }
-
-    char *link = NULL;
-    int r = fetch_take_link(record, "sessions@odata.nextLink", what, &link, err);
-    if (r == 0 && link != NULL) {
-        r = fetch_collection(f, link, true, what, sessions, err);
-    }
-    free(link);
-    return r;
-}
-
-/* Fills "participants_v2" from its own pages, or from the sessions where Graph has none. */
-static int fetch_participants(struct graph_fetch *f, json_t *record, struct crd_error *err)
-{
-    int r = 0;
-    char *url = NULL;
-    char what[96];
-    snprintf(what, sizeof(what), "participants_v2 of call record '%s'", f->call_id);
-    const char *source = "participants_v2";
-
-    json_t *participants = json_array();
-    if (participants == NULL || asprintf(&url, "%s" GRAPH_CALL_RECORDS_PATH "%s/participants_v2",
-                                         f->graph->graph_url, f->call_id) < 0) {
-        url = NULL;
-        r = crd_error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    r = fetch_remember_url(f, url, err);
-    if (r < 0) {
-        goto out;
-    }
-
-    r = fetch_collection(f, url, false, what, participants, err);
-    long status = f->failure->http_status;
-    bool unavailable = r < 0 && (r == -ENOENT || r == -EACCES || r == -EINVAL) &&
-                       (status == 400 || status == 403 || status == 404);
-    /* Every call has a participant: an empty list is the known issue of missing participants. */
-    bool empty = r == 0 && json_array_size(participants) == 0;
-    if (unavailable || empty) {
-        json_t *built = NULL;
-        int built_r = participants_from_sessions(record, &built, err);
-        if (built_r < 0) {
-            r = built_r;
-            goto out;
-        }
-        if (unavailable || json_array_size(built) > 0) {
-            crd_log_debug(CRD_LOG_GRAPH, &f->ids,
-                          "%s: %s; built %zu participants from the sessions", what,
-                          unavailable ? err->message : "empty", json_array_size(built));
-            json_decref(participants);
-            participants = built;
-            source = "sessions";
-            r = 0;
-        } else {
-            json_decref(built);
-        }
-    }
-    if (r < 0) {
-        goto out;
-    }
-
-    (void)json_object_del(record, "participants_v2@odata.nextLink");
-    if (json_object_set(record, "participants_v2", participants) < 0 ||
-        json_object_set_new(record, GRAPH_SOURCE_KEY, json_string(source)) < 0) {
-        r = crd_error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-
-out:
-    json_decref(participants);
-    free(url);
-    return r;
-}
-
-int crd_graph_fetch_call_record(struct crd_graph_session *session, const char *call_id,
-                                json_t **ret_record, struct crd_graph_failure *failure,
-                                struct crd_error *err)
-{
-    int r = 0;
-    char *url = NULL;
-    json_t *record = NULL;
+    struct crd_graph *graph = session->graph;
     struct crd_graph_failure local_failure;
     struct crd_error local_err = {0};
+    char *url = NULL;
+    char *text = NULL;
+    json_t *json = NULL;
+    long status = 0;
+    int r = 0;
     if (err == NULL) {
         /* The retry logic reads the last attempt's message back. */
         err = &local_err;
@@ -1068,67 +768,61 @@ int crd_graph_fetch_call_record(struct crd_graph_session *session, const char *c
     }
     memset(failure, 0, sizeof(*failure));
 
-    struct graph_fetch f = {
-        .session = session,
-        .graph = session->graph,
-        .call_id = call_id,
-        .ids = {.call_id = call_id},
-        .failure = failure,
-    };
+    char what[192];
+    snprintf(what, sizeof(what), "%s %.160s", method, url_or_path);
+    struct graph_fetch f = {.session = session, .graph = graph, .failure = failure};
 
-    if (call_id == NULL || !crd_guid_is_valid(call_id, strlen(call_id))) {
-        char shown[48];
-        crd_http_sanitize(shown, sizeof(shown), call_id);
-        r = crd_error_set(err, -EINVAL, "call record id '%s' is not a GUID", shown);
+    if (atomic_load(&graph->cancelled)) {
+        r = crd_error_set(err, -ECANCELED, "%s: cancelled", what);
         goto out;
     }
-    if (atomic_load(&session->graph->cancelled)) {
-        r = crd_error_set(err, -ECANCELED, "call record '%s': cancelled", call_id);
-        goto out;
+    if (url_or_path[0] == '/') {
+        if (asprintf(&url, "%s%s", graph->graph_url, url_or_path) < 0) {
+            url = NULL;
+            r = crd_error_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+    } else {
+        r = crd_graph_check_host(graph, url_or_path, what, err);
+        if (r < 0) {
+            goto out;
+        }
+        url = strdup(url_or_path);
+        if (url == NULL) {
+            r = crd_error_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if (body != NULL) {
+        text = json_dumps(body, JSON_COMPACT);
+        if (text == NULL) {
+            r = crd_error_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
     }
 
-    if (asprintf(&url, "%s%s%s%s", session->graph->graph_url, GRAPH_CALL_RECORDS_PATH, call_id,
-                 GRAPH_EXPAND_QUERY) < 0) {
-        url = NULL;
-        r = crd_error_set(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    r = fetch_remember_url(&f, url, err);
-    if (r < 0) {
-        goto out;
-    }
-
-    char what[64];
-    snprintf(what, sizeof(what), "call record '%s'", call_id);
-    r = fetch_get(&f, url, what, &record, err);
-    if (r < 0) {
-        goto out;
-    }
-    r = fetch_validate_record(record, call_id, err);
-    if (r < 0) {
-        goto out;
-    }
-    r = fetch_sessions(&f, record, err);
-    if (r < 0) {
-        goto out;
-    }
-    r = fetch_participants(&f, record, err);
+    r = crd_graph_send(&f, method, url, text, what, &status, &json, err);
     if (r < 0) {
         goto out;
     }
 
-    /* Success: keep only the request count, so no stale failure is read as this fetch's. */
     unsigned attempts = failure->attempts;
     memset(failure, 0, sizeof(*failure));
     failure->attempts = attempts;
-    *ret_record = record;
-    record = NULL;
-out:
-    for (size_t i = 0; i < f.visited_count; i++) {
-        free(f.visited[i]);
+    if (ret_status != NULL) {
+        *ret_status = status;
     }
-    free(f.visited);
+    if (ret_json != NULL) {
+        *ret_json = json;
+        json = NULL;
+    }
+out:
+    json_decref(json);
+    if (text != NULL) {
+        /* A request body may carry the clientState. */
+        OPENSSL_cleanse(text, strlen(text));
+    }
+    free(text);
     free(url);
-    json_decref(record);
     return r;
 }

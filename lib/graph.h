@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Microsoft Graph client (libcurl) for reading call records, with the token
- * cache and the throttle gate that every worker shares.
+ * Microsoft Graph client (libcurl) for reading call records and managing
+ * subscriptions, with the token cache and the throttle gate that every
+ * worker shares.
  *
  * struct crd_graph is shared and thread-safe: it holds the configuration,
  * the access token cache (refreshed before expiry and once after a 401) and
@@ -15,6 +16,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "assertion.h"
 #include "error.h"
 #include "secret.h"
 
@@ -27,6 +29,8 @@ struct crd_graph_options {
     const char *tenant;                    /* GUID or domain */
     const char *client_id;
     const struct crd_secret *client_secret;  /* borrowed; must outlive the client */
+    /* Certificate credentials in place of client_secret when not NULL; borrowed. */
+    const struct crd_assertion_signer *assertion_signer;
     const char *ca_file;                   /* NULL: the system trust store */
     const char *proxy;                     /* NULL: libcurl's defaults (environment) */
     unsigned connect_timeout_ms;           /* 0: 10000 */
@@ -85,6 +89,53 @@ void crd_graph_session_free(struct crd_graph_session *session);
 int crd_graph_fetch_call_record(struct crd_graph_session *session, const char *call_id,
                                 json_t **ret_record, struct crd_graph_failure *failure,
                                 struct crd_error *err);
+
+/*
+ * Sends one request with the same retry policy as crd_graph_fetch_call_record():
+ * backoff with jitter for transient failures, the throttle gate for 429, one
+ * token refresh for 401. method is "GET", "POST", "PATCH" or "DELETE".
+ * url_or_path is a path below the Graph URL ("/v1.0/subscriptions") or a
+ * full URL on the configured Graph host. body (may be NULL) is sent as JSON.
+ *
+ * On a 2xx response returns 0 and sets *ret_status (may be NULL) and
+ * *ret_json (may be NULL; the caller json_decref()s it), which is NULL when
+ * the response has no body (204). Errors as for crd_graph_fetch_call_record(),
+ * with -ENOENT for any 404 and -EEXIST for 409. failure (may be NULL) is
+ * filled on every failure. Thread-safe with one session per thread.
+ */
+int crd_graph_request(struct crd_graph_session *session, const char *method,
+                      const char *url_or_path, const json_t *body, long *ret_status,
+                      json_t **ret_json, struct crd_graph_failure *failure,
+                      struct crd_error *err);
+
+/*
+ * Called for each item of a listed collection. item is borrowed for the
+ * call. A negative return stops the listing, which returns that code.
+ */
+typedef int (*crd_graph_item_fn)(const json_t *item, void *context, struct crd_error *err);
+
+/*
+ * GETs a collection and every @odata.nextLink page, calling on_item for each
+ * element of each page's "value". Next links are followed only to the
+ * configured Graph host and never twice. Errors as for crd_graph_request().
+ */
+int crd_graph_list(struct crd_graph_session *session, const char *url_or_path,
+                   crd_graph_item_fn on_item, void *context, struct crd_graph_failure *failure,
+                   struct crd_error *err);
+
+/* Called for each listed call record; id is borrowed for the call. Negative stops the listing. */
+typedef int (*crd_graph_call_record_fn)(const char *id, int64_t version, void *context,
+                                        struct crd_error *err);
+
+/*
+ * Lists the call records that started at or after since_ms (wall clock, ms
+ * since the epoch, cut to whole seconds): GET
+ * /v1.0/communications/callRecords?$filter=startDateTime ge <ISO 8601>, every
+ * page. -EPROTO for an item without a string id and an integer version.
+ */
+int crd_graph_list_call_records(struct crd_graph_session *session, int64_t since_ms,
+                                crd_graph_call_record_fn on_record, void *context,
+                                struct crd_graph_failure *failure, struct crd_error *err);
 
 /* Wakes every request waiting at the throttle gate or in backoff, making it fail with -ECANCELED. */
 void crd_graph_cancel(struct crd_graph *graph);

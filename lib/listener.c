@@ -189,6 +189,38 @@ void crd_listener_log_rejection(struct crd_listener *listener, const struct crd_
 
 /* ---- the validation handshake ----------------------------------------- */
 
+/* GET /healthz: {"status":"ok"} and what add_health contributes. */
+static enum MHD_Result answer_health(struct crd_listener *listener,
+                                     struct MHD_Connection *connection, struct crd_request *request)
+{
+    json_t *health = json_pack("{s:s}", "status", "ok");
+    char *text = NULL;
+    char *line = NULL;
+    if (health != NULL && listener->add_health != NULL) {
+        listener->add_health(listener->add_health_context, health);
+    }
+    if (health != NULL) {
+        text = json_dumps(health, JSON_COMPACT);
+    }
+    if (text != NULL && asprintf(&line, "%s\n", text) < 0) {
+        line = NULL;
+    }
+
+    enum MHD_Result result;
+    if (line == NULL) {
+        result = crd_listener_respond(listener, connection, request,
+                                      MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+                                      "temporarily unavailable\n");
+    } else {
+        result = crd_listener_respond(listener, connection, request, MHD_HTTP_OK,
+                                      "application/json", line);
+    }
+    free(line);
+    free(text);
+    json_decref(health);
+    return result;
+}
+
 static enum MHD_Result answer_validation(struct crd_listener *listener,
                                          struct MHD_Connection *connection,
                                          struct crd_request *request)
@@ -384,8 +416,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     }
 
     if (request->route == CRD_ROUTE_HEALTHZ) {
-        return crd_listener_respond(listener, connection, request, MHD_HTTP_OK, "application/json",
-                                    "{\"status\":\"ok\"}\n");
+        return answer_health(listener, connection, request);
     }
     if (request->is_validation) {
         return answer_validation(listener, connection, request);
@@ -494,6 +525,10 @@ int crd_listener_start(const struct crd_listener_options *options,
     listener->client_state = options->client_state;
     listener->on_jobs = options->on_jobs;
     listener->on_jobs_context = options->on_jobs_context;
+    listener->on_lifecycle = options->on_lifecycle;
+    listener->on_lifecycle_context = options->on_lifecycle_context;
+    listener->add_health = options->add_health;
+    listener->add_health_context = options->add_health_context;
     crd_ratelimit_init(&listener->rejection_log, 10000, 20);
     crd_ratelimit_init(&listener->store_error_log, 10000, 5);
 

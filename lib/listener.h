@@ -4,8 +4,9 @@
  *
  *   POST <notification path>?validationToken=T   200 text/plain, body T (URL-decoded)
  *   POST <notification path>                     change notifications: jobs committed, then 202
- *   POST <lifecycle path>[?validationToken=T]    lifecycle notifications: logged, 202
- *   GET  /healthz                                200 while the listener runs
+ *   POST <lifecycle path>[?validationToken=T]    lifecycle notifications: logged, handed to
+ *                                                on_lifecycle, 202
+ *   GET  /healthz                                200 while the listener runs, with a JSON body
  *
  * The event loop is libmicrohttpd's poll() mode with its own threads. Its
  * epoll mode, which MHD_USE_AUTO picks on Linux, keeps a core busy while a
@@ -21,8 +22,11 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "conf.h"
 #include "error.h"
+#include "notification.h"
 #include "secret.h"
 #include "store.h"
 
@@ -36,6 +40,16 @@ struct crd_listener_options {
     /* Called from a handler thread after new jobs were committed. May be NULL. */
     void (*on_jobs)(void *context);
     void *on_jobs_context;
+    /*
+     * Called from a handler thread for each lifecycle event whose clientState
+     * matched, before the 202. The strings are borrowed for the call. May be NULL.
+     */
+    void (*on_lifecycle)(void *context, enum crd_lifecycle_event event,
+                         const char *subscription_id, const char *tenant_id);
+    void *on_lifecycle_context;
+    /* Adds members to the /healthz JSON object, from a handler thread. May be NULL. */
+    void (*add_health)(void *context, json_t *health);
+    void *add_health_context;
 };
 
 /* Counters since start; each is read and written atomically. */

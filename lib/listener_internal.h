@@ -18,6 +18,11 @@ struct crd_listener {
     const struct crd_secret *client_state;
     void (*on_jobs)(void *context);
     void *on_jobs_context;
+    void (*on_lifecycle)(void *context, enum crd_lifecycle_event event,
+                         const char *subscription_id, const char *tenant_id);
+    void *on_lifecycle_context;
+    void (*add_health)(void *context, json_t *health);
+    void *add_health_context;
     struct MHD_Daemon *daemon;
     uint16_t port;
     struct crd_listener_counters counters;

@@ -32,7 +32,6 @@ static void log_lifecycle_event(const struct crd_notification *item)
     if (item->subscription_expiration_ms != 0) {
         crd_time_format_iso8601(item->subscription_expiration_ms, expiry, sizeof(expiry));
     }
-    /* NOTE: the subscription manager does not act on these events yet; they are only logged. */
     crd_log_notice(&ids, "lifecycle event '%s' received for subscription %s (expires %s)",
                    crd_lifecycle_event_name(item->lifecycle_event), item->subscription_id, expiry);
 }
@@ -70,6 +69,10 @@ static bool accept_item(struct crd_listener *listener, struct crd_request *reque
     if (item->kind == CRD_NOTIFICATION_LIFECYCLE) {
         atomic_fetch_add(&listener->counters.lifecycle_events, 1);
         log_lifecycle_event(item);
+        if (listener->on_lifecycle != NULL) {
+            listener->on_lifecycle(listener->on_lifecycle_context, item->lifecycle_event,
+                                   item->subscription_id, item->tenant_id);
+        }
         return false;
     }
     if (item->change_type != CRD_CHANGE_CREATED && item->change_type != CRD_CHANGE_UPDATED) {

@@ -169,6 +169,13 @@ int crd_store_reschedule_job(struct crd_store *store, const struct crd_job *job,
 int crd_store_fail_job(struct crd_store *store, const struct crd_job *job, const char *last_error,
                        struct crd_error *err);
 
+/*
+ * The job notified last: its last_notified_at (ms since the epoch) and its
+ * tenant id, the starting point of a backfill. -ENOENT when there are no jobs.
+ */
+int crd_store_newest_notified_job(struct crd_store *store, int64_t *ret_notified_at_ms,
+                                  char ret_tenant_id[CRD_GUID_LEN + 1], struct crd_error *err);
+
 /* Newest stored version of a call, or -ENOENT. */
 int crd_store_newest_version(struct crd_store *store, const char *tenant_id, const char *call_id,
                              int64_t *ret_version, struct crd_error *err);

@@ -620,3 +620,41 @@ int crd_store_fail_job(struct crd_store *store, const struct crd_job *job, const
     return store_change_job(store, CRD_STORE_STMT_FAIL_JOB, fail_job_sql, job, values, 2,
                             last_error, "marking the job failed", err);
 }
+
+static const char newest_notified_job_sql[] =
+    "SELECT last_notified_at, tenant_id FROM jobs ORDER BY last_notified_at DESC LIMIT 1";
+
+int crd_store_newest_notified_job(struct crd_store *store, int64_t *ret_notified_at_ms,
+                                  char ret_tenant_id[CRD_GUID_LEN + 1], struct crd_error *err)
+{
+    if (store == NULL || ret_notified_at_ms == NULL || ret_tenant_id == NULL) {
+        return crd_error_set(err, -EINVAL, "store: newest_notified_job called without a store");
+    }
+
+    pthread_mutex_lock(&store->lock);
+    sqlite3_stmt *stmt = NULL;
+    int r = crd_store_statement_locked(store, CRD_STORE_STMT_NEWEST_NOTIFIED_JOB,
+                                       newest_notified_job_sql, &stmt, err);
+    if (r < 0) {
+        goto out;
+    }
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) {
+        r = crd_error_set(err, -ENOENT, "database '%s': no jobs", store->path);
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        r = crd_store_fail(store, rc, "reading the newest notified job", err);
+        goto out;
+    }
+    const char *tenant = (const char *)sqlite3_column_text(stmt, 1);
+    *ret_notified_at_ms = sqlite3_column_int64(stmt, 0);
+    snprintf(ret_tenant_id, CRD_GUID_LEN + 1, "%s", tenant != NULL ? tenant : "");
+
+out:
+    if (stmt != NULL) {
+        crd_store_statement_done(stmt);
+    }
+    pthread_mutex_unlock(&store->lock);
+    return r;
+}

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sqlite3.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "daemon_env.h"
 
@@ -45,12 +49,19 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
     free(crd_test_write_file(env->dir, "client_secret", CRD_TEST_CLIENT_SECRET "\n", 0600));
     free(crd_test_write_file(env->dir, "client_state", CRD_TEST_CLIENT_STATE "\n", 0600));
 
+    char *secret_line = NULL;
+    if (options->credentials != NULL) {
+        secret_line = strdup(options->credentials);
+    } else if (asprintf(&secret_line, "client_secret_file = %s/client_secret\n", env->dir) < 0) {
+        abort();
+    }
+
     char *config = NULL;
     if (asprintf(&config,
                  "[graph]\n"
                  "tenant = 2a37c3b7-f073-59a1-b249-42c4e33881c2\n"
                  "client_id = 0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d\n"
-                 "client_secret_file = %s/client_secret\n"
+                 "%s"
                  "%s\n"
                  "[listener]\n"
                  "address = 127.0.0.1\n"
@@ -70,7 +81,7 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
                  "debug = listener,store,fetch\n"
                  "\n"
                  "%s",
-                 env->dir, options->graph != NULL ? options->graph : UNREACHABLE_GRAPH, env->port,
+                 secret_line, options->graph != NULL ? options->graph : UNREACHABLE_GRAPH, env->port,
                  tls_dir,
                  tls_dir, env->base_url, options->listener != NULL ? options->listener : "",
                  env->dir, env->dir, options->sections != NULL ? options->sections : "") < 0) {
@@ -78,6 +89,7 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
     }
     env->config_path = crd_test_write_file(env->dir, "callrecd.conf", config, 0600);
     free(config);
+    free(secret_line);
 
     if (asprintf(&env->ca_file, "%s/ca.pem", tls_dir) < 0 ||
         asprintf(&env->tls_dir, "%s", tls_dir) < 0 ||
@@ -135,4 +147,40 @@ long crd_test_env_count_jobs(const struct crd_test_env *env)
     }
     sqlite3_close(db);
     return count;
+}
+
+static long long env_monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+bool crd_test_env_wait_for_lines(const struct crd_test_env *env, const char *needle, size_t count,
+                                 int timeout_ms)
+{
+    long long deadline = env_monotonic_ms() + timeout_ms;
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (fd >= 0) {
+        (void)inotify_add_watch(fd, env->dir, IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+    }
+    const char *needles[] = {needle, NULL};
+    bool found = false;
+    for (;;) {
+        found = crd_test_count_lines(env->log_path, needles) >= count;
+        long long left = deadline - env_monotonic_ms();
+        if (found || left <= 0) {
+            break;
+        }
+        /* The log's directory is watched; the 200 ms cap covers a missed event. */
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        (void)poll(&pfd, fd >= 0 ? 1 : 0, left < 200 ? (int)left : 200);
+        char events[4096];
+        while (fd >= 0 && read(fd, events, sizeof(events)) > 0) {
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return found;
 }

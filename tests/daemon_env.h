@@ -31,6 +31,8 @@ struct crd_test_env {
 /* Configuration text added to the generated file; every field may be NULL. */
 struct crd_test_env_options {
     const char *graph;       /* appended to [graph] */
+    /* Replaces the client_secret_file line, e.g. with certificate credentials; NULL: keep it. */
+    const char *credentials;
     const char *listener;    /* appended to [listener] */
     const char *sections;    /* whole sections appended at the end, such as [fetch] or [sink NAME] */
 };
@@ -52,6 +54,14 @@ int crd_test_env_stop(struct crd_test_env *env);
 
 /* Removes the directory unless $CRD_KEEP_TEST_DIRS is set. */
 void crd_test_env_destroy(struct crd_test_env *env);
+
+/*
+ * Waits until the daemon's log has at least count lines containing needle,
+ * re-reading it whenever it changes, for at most timeout_ms. Returns true
+ * when they are there.
+ */
+bool crd_test_env_wait_for_lines(const struct crd_test_env *env, const char *needle, size_t count,
+                                 int timeout_ms);
 
 /* Number of rows in the daemon's jobs table, read through a separate SQLite connection. */
 long crd_test_env_count_jobs(const struct crd_test_env *env);

@@ -36,6 +36,7 @@ struct token_form {
     char *grant_type;
     char *scope;
     char *client_assertion;
+    char *client_assertion_type;
 };
 
 static void free_wiped(char *text)
@@ -53,6 +54,7 @@ static void token_form_clear(struct token_form *form)
     free(form->grant_type);
     free(form->scope);
     free(form->client_assertion);
+    free(form->client_assertion_type);
     *form = (struct token_form){0};
 }
 
@@ -120,6 +122,7 @@ static int form_store(struct token_form *form, const char *pair, size_t len)
         {"grant_type", &form->grant_type},
         {"scope", &form->scope},
         {"client_assertion", &form->client_assertion},
+        {"client_assertion_type", &form->client_assertion_type},
     };
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         if (strlen(fields[i].name) == name_len && memcmp(fields[i].name, pair, name_len) == 0) {
@@ -350,15 +353,23 @@ static bool reject_token_form(struct fakegraph_server *server, struct MHD_Connec
         return true;
     }
 
+    if (form->client_secret == NULL && form->client_assertion != NULL) {
+        const char *reason = fakegraph_verify_assertion(server, form->client_assertion_type,
+                                                        form->client_assertion,
+                                                        (int64_t)time(NULL));
+        if (reason == NULL) {
+            return false;
+        }
+        *ret_result = respond_token_error(server, connection, request, MHD_HTTP_UNAUTHORIZED,
+                                          "invalid_client", 700027, "Client assertion failed "
+                                          "signature validation: %s.", reason);
+        return true;
+    }
     if (form->client_secret == NULL) {
-        /* NOTE: certificate assertions are not emulated, so they are rejected like a bad one. */
-        *ret_result = form->client_assertion != NULL
-            ? respond_token_error(server, connection, request, MHD_HTTP_UNAUTHORIZED,
-                                  "invalid_client", 700027, "Client assertion failed signature "
-                                  "validation. (fakegraph accepts client secrets only.)")
-            : respond_token_error(server, connection, request, MHD_HTTP_UNAUTHORIZED,
-                                  "invalid_client", 7000218, "The request body must contain the "
-                                  "following parameter: 'client_assertion' or 'client_secret'.");
+        *ret_result = respond_token_error(server, connection, request, MHD_HTTP_UNAUTHORIZED,
+                                          "invalid_client", 7000218, "The request body must "
+                                          "contain the following parameter: 'client_assertion' "
+                                          "or 'client_secret'.");
         return true;
     }
     const char *secret = crd_secret_bytes(server->client_secret);

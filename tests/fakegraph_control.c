@@ -7,6 +7,9 @@
  *   POST /_fakegraph/notify     send change or lifecycle notifications (fakegraph_notify_out.c)
  *   POST /_fakegraph/faults     queue a fault; GET lists the queued ones
  *   GET  /_fakegraph/requests   the request log
+ *   GET  /_fakegraph/request-counts  {"METHOD PATH": count} over the request log
+ *   GET, POST /_fakegraph/subscriptions, POST /_fakegraph/subscriptions/remove
+ *                               list, insert (no handshake), remove silently
  *   POST /_fakegraph/reset      clear records, faults and the request log
  */
 #include "config.h"
@@ -277,6 +280,32 @@ static enum MHD_Result handle_requests(struct fakegraph_server *server,
                              "application/json; charset=utf-8", body, NULL);
 }
 
+static enum MHD_Result handle_request_counts(struct fakegraph_server *server,
+                                             struct MHD_Connection *connection,
+                                             struct fakegraph_request *request)
+{
+    json_t *counts = json_object();
+    pthread_mutex_lock(&server->lock);
+    size_t index;
+    const json_t *entry;
+    json_array_foreach(server->request_log, index, entry) {
+        char key[512];
+        snprintf(key, sizeof(key), "%s %s",
+                 json_string_value(json_object_get(entry, "method")),
+                 json_string_value(json_object_get(entry, "path")));
+        json_int_t count = json_integer_value(json_object_get(counts, key));
+        if (counts != NULL && json_object_set_new(counts, key, json_integer(count + 1)) < 0) {
+            json_decref(counts);
+            counts = NULL;
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+    if (counts == NULL) {
+        return MHD_NO;
+    }
+    return fakegraph_respond_json(server, connection, request, MHD_HTTP_OK, counts);
+}
+
 static enum MHD_Result handle_reset(struct fakegraph_server *server,
                                     struct MHD_Connection *connection,
                                     struct fakegraph_request *request)
@@ -326,6 +355,11 @@ enum MHD_Result fakegraph_handle_control(struct fakegraph_server *server,
         result = handle_list_faults(server, connection, request);
     } else if (is_get && strcmp(rest, "/requests") == 0) {
         result = handle_requests(server, connection, request);
+    } else if (is_get && strcmp(rest, "/request-counts") == 0) {
+        result = handle_request_counts(server, connection, request);
+    } else if (strncmp(rest, "/subscriptions", strlen("/subscriptions")) == 0) {
+        result = fakegraph_handle_control_subscriptions(server, connection, request,
+                                                        rest + strlen("/subscriptions"), body);
     } else if (is_post && strcmp(rest, "/reset") == 0) {
         result = handle_reset(server, connection, request);
     } else {

@@ -168,6 +168,7 @@ static int add_delivery(struct fakegraph_delivery **deliveries, size_t *count, c
  * Picks the subscriptions a notification goes to, as Graph would: the named
  * one, or every subscription whose changeType includes the requested one
  * (for lifecycle events: every subscription with a lifecycleNotificationUrl).
+ * For subscriptionRemoved the targets are removed before the event is sent.
  * Returns 0, -ENOENT (message set) or -ENOMEM.
  */
 static int collect_subscription_deliveries(struct fakegraph_server *server,
@@ -197,6 +198,18 @@ static int collect_subscription_deliveries(struct fakegraph_server *server,
         }
         r = add_delivery(&deliveries, &count, url, subscription->id, subscription->client_state,
                          subscription->expires_at_ms);
+    }
+    /* Graph sends subscriptionRemoved after it removed the subscription. */
+    bool removing = r == 0 && notify->lifecycle_event != NULL &&
+                    strcmp(notify->lifecycle_event, "subscriptionRemoved") == 0;
+    for (size_t i = 0; removing && i < count; i++) {
+        for (size_t j = 0; j < server->subscription_count; j++) {
+            if (strcasecmp(server->subscriptions[j].id, deliveries[i].subscription_id) == 0) {
+                fakegraph_subscription_clear(&server->subscriptions[j]);
+                server->subscriptions[j] = server->subscriptions[--server->subscription_count];
+                break;
+            }
+        }
     }
     pthread_mutex_unlock(&server->lock);
 

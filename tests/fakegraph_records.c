@@ -532,10 +532,7 @@ enum MHD_Result fakegraph_handle_call_records(struct fakegraph_server *server,
                                              "records.", request->method);
     }
     if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
-        /* NOTE: listing call records (with $filter on startDateTime) is not emulated. */
-        return fakegraph_respond_graph_error(server, connection, request,
-                                             MHD_HTTP_NOT_IMPLEMENTED, "NotImplemented",
-                                             "fakegraph does not emulate listing call records.");
+        return fakegraph_handle_call_record_list(server, connection, request);
     }
 
     char id[257];

@@ -24,6 +24,10 @@
 
 #define LISTEN_BACKLOG 128
 
+/* Bounds of --quota-tenant and --quota-record N/SECONDS. */
+#define QUOTA_LIMIT_MAX 1000000
+#define QUOTA_WINDOW_MAX_S 3600
+
 struct serve_options {
     const char *listen;
     const char *cert_file;
@@ -32,9 +36,13 @@ struct serve_options {
     const char *tenant;
     const char *client_id;
     const char *client_secret_file;
+    const char *client_certificate_file;
     unsigned token_lifetime_s;
+    unsigned min_lifetime_s;
     const char *ready_file;
     const char *log_file;
+    struct fakegraph_quota tenant_quota;
+    struct fakegraph_quota record_quota;
 };
 
 enum serve_option_id {
@@ -45,9 +53,13 @@ enum serve_option_id {
     SERVE_TENANT,
     SERVE_CLIENT_ID,
     SERVE_CLIENT_SECRET_FILE,
+    SERVE_CLIENT_CERTIFICATE,
     SERVE_TOKEN_LIFETIME,
+    SERVE_MIN_LIFETIME,
     SERVE_READY_FILE,
     SERVE_LOG,
+    SERVE_QUOTA_TENANT,
+    SERVE_QUOTA_RECORD,
 };
 
 static const struct fakegraph_option_spec serve_specs[] = {
@@ -58,10 +70,45 @@ static const struct fakegraph_option_spec serve_specs[] = {
     {"--tenant", SERVE_TENANT, true},
     {"--client-id", SERVE_CLIENT_ID, true},
     {"--client-secret-file", SERVE_CLIENT_SECRET_FILE, true},
+    {"--client-certificate", SERVE_CLIENT_CERTIFICATE, true},
     {"--token-lifetime", SERVE_TOKEN_LIFETIME, true},
+    {"--min-lifetime", SERVE_MIN_LIFETIME, true},
     {"--ready-file", SERVE_READY_FILE, true},
     {"--log", SERVE_LOG, true},
+    {"--quota-tenant", SERVE_QUOTA_TENANT, true},
+    {"--quota-record", SERVE_QUOTA_RECORD, true},
 };
+
+/* Parses "N/SECONDS": at most N requests in any SECONDS-second window. */
+static int parse_quota(const char *option, const char *value, struct fakegraph_quota *quota,
+                       struct crd_error *err)
+{
+    const char *slash = strchr(value, '/');
+    if (slash == NULL || slash == value) {
+        return crd_error_set(err, -EINVAL, "invalid %s '%s': expected N/SECONDS, such as "
+                             "1500/20", option, value);
+    }
+    char limit_text[16];
+    size_t limit_len = (size_t)(slash - value);
+    if (limit_len >= sizeof(limit_text)) {
+        return crd_error_set(err, -EINVAL, "invalid %s '%s': N must be from 1 to %d", option,
+                             value, QUOTA_LIMIT_MAX);
+    }
+    memcpy(limit_text, value, limit_len);
+    limit_text[limit_len] = '\0';
+
+    unsigned long limit = 0;
+    unsigned long window_s = 0;
+    int r = fakegraph_parse_number(option, limit_text, 1, QUOTA_LIMIT_MAX, &limit, err);
+    if (r == 0) {
+        r = fakegraph_parse_number(option, slash + 1, 1, QUOTA_WINDOW_MAX_S, &window_s, err);
+    }
+    if (r < 0) {
+        return r;
+    }
+    *quota = (struct fakegraph_quota){.limit = (unsigned)limit, .window_s = (unsigned)window_s};
+    return 0;
+}
 
 static int apply_serve_option(int id, const char *value, struct serve_options *options,
                               struct crd_error *err)
@@ -75,10 +122,23 @@ static int apply_serve_option(int id, const char *value, struct serve_options *o
         [SERVE_TENANT] = &options->tenant,
         [SERVE_CLIENT_ID] = &options->client_id,
         [SERVE_CLIENT_SECRET_FILE] = &options->client_secret_file,
+        [SERVE_CLIENT_CERTIFICATE] = &options->client_certificate_file,
         [SERVE_READY_FILE] = &options->ready_file,
         [SERVE_LOG] = &options->log_file,
     };
 
+    if (id == SERVE_QUOTA_TENANT) {
+        return parse_quota("--quota-tenant", value, &options->tenant_quota, err);
+    }
+    if (id == SERVE_QUOTA_RECORD) {
+        return parse_quota("--quota-record", value, &options->record_quota, err);
+    }
+    if (id == SERVE_MIN_LIFETIME) {
+        int r = fakegraph_parse_number("--min-lifetime", value, 1, FAKEGRAPH_MIN_LIFETIME_MAX_S,
+                                       &number, err);
+        options->min_lifetime_s = (unsigned)number;
+        return r;
+    }
     if (id == SERVE_TOKEN_LIFETIME) {
         int r = fakegraph_parse_number("--token-lifetime", value, 1, TOKEN_LIFETIME_MAX_S,
                                        &number, err);
@@ -97,7 +157,10 @@ static int apply_serve_option(int id, const char *value, struct serve_options *o
 static int parse_serve_options(int argc, char **argv, struct serve_options *options,
                                struct crd_error *err)
 {
-    *options = (struct serve_options){.token_lifetime_s = DEFAULT_TOKEN_LIFETIME_S};
+    *options = (struct serve_options){
+        .token_lifetime_s = DEFAULT_TOKEN_LIFETIME_S,
+        .min_lifetime_s = FAKEGRAPH_MIN_LIFETIME_DEFAULT_S,
+    };
     for (int i = 2; i < argc;) {
         int id = 0;
         const char *value = "";
@@ -233,7 +296,10 @@ static int server_init(struct fakegraph_server *server, const struct serve_optio
         .client_id = options->client_id,
         .cafile = options->cafile,
         .token_lifetime_s = options->token_lifetime_s,
+        .min_lifetime_s = options->min_lifetime_s,
         .log_fd = log_fd,
+        .tenant_quota = options->tenant_quota,
+        .record_quota = options->record_quota,
     };
     pthread_mutex_init(&server->lock, NULL);
     /* fakegraph_server_wait() passes monotonic deadlines. */
@@ -254,6 +320,7 @@ static void server_destroy(struct fakegraph_server *server)
 {
     fakegraph_records_clear_locked(server);
     fakegraph_faults_clear_locked(server);
+    fakegraph_quota_clear_locked(server);
     for (size_t i = 0; i < server->subscription_count; i++) {
         fakegraph_subscription_clear(&server->subscriptions[i]);
     }
@@ -322,6 +389,13 @@ static int serve(const struct serve_options *options, struct crd_error *err)
     }
     server_ready = true;
     server.client_secret = resources.client_secret;
+    if (options->client_certificate_file != NULL) {
+        r = fakegraph_client_certificate_load(options->client_certificate_file,
+                                              &server.client_certificate, err);
+        if (r < 0) {
+            goto out;
+        }
+    }
 
     char host[16];
     r = bind_loopback(options->listen, &resources.listen_fd, host, sizeof(host), err);
@@ -348,6 +422,12 @@ static int serve(const struct serve_options *options, struct crd_error *err)
     fakegraph_server_log(&server, "listening on %s (tenant %s, client id %s, token lifetime "
                          "%u s)", server.base_url, server.tenant, server.client_id,
                          server.token_lifetime_s);
+    if (server.tenant_quota.limit > 0 || server.record_quota.limit > 0) {
+        fakegraph_server_log(&server, "call-record quotas: %u per %u s per tenant, %u per %u s "
+                             "per record (0: none); beyond them 429 with Retry-After",
+                             server.tenant_quota.limit, server.tenant_quota.window_s,
+                             server.record_quota.limit, server.record_quota.window_s);
+    }
     if (options->ready_file != NULL) {
         r = write_ready_file(options->ready_file, port, err);
         if (r < 0) {
@@ -366,6 +446,7 @@ out:
         if (r == 0) {
             fakegraph_server_log(&server, "stopped");
         }
+        fakegraph_client_certificate_free(server.client_certificate);
         server_destroy(&server);
     }
     if (resources.listen_fd >= 0) {

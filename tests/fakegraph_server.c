@@ -412,6 +412,119 @@ static bool apply_fault(struct fakegraph_server *server, struct MHD_Connection *
     return false;
 }
 
+/* ---- quotas ------------------------------------------------------------------ */
+
+void fakegraph_quota_clear_locked(struct fakegraph_server *server)
+{
+    free(server->tenant_window.admitted_ms);
+    server->tenant_window = (struct fakegraph_quota_window){0};
+    for (size_t i = 0; i < server->record_window_count; i++) {
+        free(server->record_windows[i].admitted_ms);
+    }
+    free(server->record_windows);
+    server->record_windows = NULL;
+    server->record_window_count = 0;
+}
+
+/*
+ * Returns 0 when the window has room for one more request at now_ms, else
+ * the milliseconds until its oldest admission leaves the window.
+ */
+static int64_t quota_wait_ms(const struct fakegraph_quota_window *window,
+                             const struct fakegraph_quota *quota, int64_t now_ms)
+{
+    if (quota->limit == 0 || window->count < quota->limit) {
+        return 0;
+    }
+    int64_t leaves_at = window->admitted_ms[window->next] + (int64_t)quota->window_s * 1000;
+    return leaves_at > now_ms ? leaves_at - now_ms : 0;
+}
+
+/* Records an admission at now_ms, replacing the oldest one once the ring is full. */
+static int quota_admit(struct fakegraph_quota_window *window, const struct fakegraph_quota *quota,
+                       int64_t now_ms)
+{
+    if (quota->limit == 0) {
+        return 0;
+    }
+    if (window->admitted_ms == NULL) {
+        window->admitted_ms = calloc(quota->limit, sizeof(*window->admitted_ms));
+        if (window->admitted_ms == NULL) {
+            return -ENOMEM;
+        }
+    }
+    window->admitted_ms[window->next] = now_ms;
+    window->next = (window->next + 1) % quota->limit;
+    if (window->count < quota->limit) {
+        window->count++;
+    }
+    return 0;
+}
+
+/* Finds or adds the window of one call record. Call with server->lock held. */
+static struct fakegraph_quota_window *record_window_locked(struct fakegraph_server *server,
+                                                          const char *id, size_t id_len)
+{
+    for (size_t i = 0; i < server->record_window_count; i++) {
+        struct fakegraph_quota_window *window = &server->record_windows[i];
+        if (strlen(window->key) == id_len && memcmp(window->key, id, id_len) == 0) {
+            return window;
+        }
+    }
+    struct fakegraph_quota_window *grown =
+        realloc(server->record_windows,
+                (server->record_window_count + 1) * sizeof(*server->record_windows));
+    if (grown == NULL) {
+        return NULL;
+    }
+    server->record_windows = grown;
+    struct fakegraph_quota_window *window = &grown[server->record_window_count++];
+    *window = (struct fakegraph_quota_window){0};
+    memcpy(window->key, id, id_len);
+    return window;
+}
+
+/*
+ * Counts a call-record request (rest: the path after "callRecords") against
+ * the tenant's quota and, for a request about one record, against that
+ * record's quota. A request that either quota rejects counts against neither.
+ * Returns 0 when admitted, else the seconds for Retry-After (at least 1) and
+ * the name of the quota that rejected it in *ret_quota.
+ */
+static long check_quotas(struct fakegraph_server *server, const char *rest,
+                         const char **ret_quota)
+{
+    const char *id = rest[0] == '/' ? rest + 1 : "";
+    size_t id_len = strcspn(id, "/");
+    bool per_record = server->record_quota.limit > 0 && id_len > 0 &&
+                      id_len < sizeof(((struct fakegraph_quota_window *)NULL)->key);
+    if (server->tenant_quota.limit == 0 && !per_record) {
+        return 0;
+    }
+
+    int64_t now_ms = crd_time_monotonic_ms();
+    int64_t wait_ms = 0;
+    pthread_mutex_lock(&server->lock);
+    struct fakegraph_quota_window *record = per_record
+                                                ? record_window_locked(server, id, id_len)
+                                                : NULL;
+    wait_ms = quota_wait_ms(&server->tenant_window, &server->tenant_quota, now_ms);
+    *ret_quota = "quota tenant";
+    if (wait_ms == 0 && record != NULL) {
+        wait_ms = quota_wait_ms(record, &server->record_quota, now_ms);
+        *ret_quota = "quota record";
+    }
+    if (wait_ms == 0) {
+        /* Out of memory only loosens the quota, which is fine for an emulator. */
+        (void)quota_admit(&server->tenant_window, &server->tenant_quota, now_ms);
+        if (record != NULL) {
+            (void)quota_admit(record, &server->record_quota, now_ms);
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+    return wait_ms == 0 ? 0 : (long)((wait_ms + 999) / 1000);
+}
+
 /* ---- routing ---------------------------------------------------------------- */
 
 static bool has_path_prefix(const char *path, const char *prefix, const char **ret_rest)
@@ -451,6 +564,14 @@ static enum MHD_Result route_graph(struct fakegraph_server *server,
 
     const char *rest = NULL;
     if (has_path_prefix(request->path, "/v1.0/communications/callRecords", &rest)) {
+        const char *quota = NULL;
+        long retry_after_s = check_quotas(server, rest, &quota);
+        if (retry_after_s > 0) {
+            /* Logged like a fault, so that the request log tells quota 429s from queued ones. */
+            snprintf(request->fault, sizeof(request->fault), "%s", quota);
+            struct fakegraph_fault throttled = {.status = 429, .retry_after_s = retry_after_s};
+            return respond_fault_status(server, connection, request, &throttled);
+        }
         return fakegraph_handle_call_records(server, connection, request, rest);
     }
     if (has_path_prefix(request->path, "/v1.0/subscriptions", &rest)) {

@@ -28,6 +28,10 @@
 /* Larger request bodies get 413. The biggest merged fixture record is about 500 KiB. */
 #define FAKEGRAPH_REQUEST_BODY_MAX (64 * 1024 * 1024)
 
+/* Graph raises a subscription expiry less than 45 minutes ahead to 45 minutes (--min-lifetime). */
+#define FAKEGRAPH_MIN_LIFETIME_DEFAULT_S 2700
+#define FAKEGRAPH_MIN_LIFETIME_MAX_S 2700
+
 /* Entries beyond this are counted in request_log_dropped instead of stored. */
 #define FAKEGRAPH_REQUEST_LOG_MAX 100000
 
@@ -75,6 +79,20 @@ struct fakegraph_fault {
     bool truncate;             /* send half of the response body, then close */
 };
 
+/* A request quota, as Graph's throttling limits: at most limit requests in any window_s seconds. */
+struct fakegraph_quota {
+    unsigned limit;            /* 0: no quota */
+    unsigned window_s;
+};
+
+/* The admission times of the requests that count against one quota (a sliding window log). */
+struct fakegraph_quota_window {
+    char key[128];                 /* the call record id; "" for the tenant's window */
+    int64_t *admitted_ms;          /* ring of up to limit monotonic times, oldest at next */
+    size_t next;
+    size_t count;
+};
+
 struct fakegraph_server {
     /* Set before the HTTP daemon starts and read-only afterwards. */
     char base_url[80];                      /* "https://127.0.0.1:PORT", no trailing slash */
@@ -82,9 +100,13 @@ struct fakegraph_server {
     const char *client_id;
     const char *cafile;                     /* trusted for outgoing requests */
     const struct crd_secret *client_secret;
+    struct fakegraph_client_certificate *client_certificate;  /* NULL: assertions rejected */
     unsigned token_lifetime_s;
+    unsigned min_lifetime_s;                /* expiries sooner than this are raised to it */
     char creator_id[CRD_GUID_LEN + 1];      /* creatorId of subscriptions: the app's principal */
     int log_fd;
+    struct fakegraph_quota tenant_quota;    /* call-record requests of the tenant */
+    struct fakegraph_quota record_quota;    /* requests for one call record */
 
     pthread_mutex_t lock;                   /* protects every field below */
     pthread_cond_t stopping_changed;        /* broadcast when stopping becomes true */
@@ -99,6 +121,9 @@ struct fakegraph_server {
     size_t fault_count;
     json_t *request_log;                    /* array of {"method","path","query","status","at"} */
     size_t request_log_dropped;
+    struct fakegraph_quota_window tenant_window;
+    struct fakegraph_quota_window *record_windows;
+    size_t record_window_count;
 };
 
 /* One HTTP request while libmicrohttpd processes it. */
@@ -128,6 +153,9 @@ struct fakegraph_request {
 int fakegraph_server_start(struct fakegraph_server *server, int listen_fd, const char *cert_pem,
                            const char *key_pem, struct MHD_Daemon **ret_daemon,
                            struct crd_error *err);
+
+/* Frees the quota windows. Call with server->lock held or after the daemon stopped. */
+void fakegraph_quota_clear_locked(struct fakegraph_server *server);
 
 /* Wakes the delay faults, then stops the daemon and waits for its threads. */
 void fakegraph_server_stop(struct fakegraph_server *server, struct MHD_Daemon *daemon);
@@ -209,6 +237,14 @@ bool fakegraph_check_bearer(struct fakegraph_server *server, struct MHD_Connecti
 
 /* ---- fakegraph_records.c ---------------------------------------------------- */
 
+/*
+ * GET /v1.0/communications/callRecords?$filter=startDateTime ge X[ and
+ * startDateTime lt Y] (fakegraph_list.c): pages of 60 rows without sessions.
+ */
+enum MHD_Result fakegraph_handle_call_record_list(struct fakegraph_server *server,
+                                                  struct MHD_Connection *connection,
+                                                  struct fakegraph_request *request);
+
 /* GET /v1.0/communications/callRecords...: rest is the path after "callRecords". */
 enum MHD_Result fakegraph_handle_call_records(struct fakegraph_server *server,
                                               struct MHD_Connection *connection,
@@ -240,6 +276,16 @@ void fakegraph_subscriptions_expire_locked(struct fakegraph_server *server);
 /* Frees one subscription's strings. */
 void fakegraph_subscription_clear(struct fakegraph_subscription *subscription);
 
+/*
+ * The control API's view of the subscriptions: GET lists them, POST inserts
+ * one without the validation handshake, POST .../remove deletes one without
+ * a lifecycle notification. rest is the path after "/_fakegraph/subscriptions".
+ */
+enum MHD_Result fakegraph_handle_control_subscriptions(struct fakegraph_server *server,
+                                                       struct MHD_Connection *connection,
+                                                       struct fakegraph_request *request,
+                                                       const char *rest, json_t *body);
+
 /* ---- fakegraph_control.c ---------------------------------------------------- */
 
 /* /_fakegraph/...: rest is the path after "/_fakegraph". */
@@ -267,5 +313,22 @@ bool fakegraph_faults_take(struct fakegraph_server *server, const char *path,
 enum MHD_Result fakegraph_handle_notify(struct fakegraph_server *server,
                                         struct MHD_Connection *connection,
                                         struct fakegraph_request *request, json_t *body);
+
+/* ---- fakegraph_assertion.c: certificate credentials ------------------------ */
+
+struct fakegraph_client_certificate;
+
+/* Loads the certificate that client assertions must be signed for. */
+int fakegraph_client_certificate_load(const char *path,
+                                      struct fakegraph_client_certificate **ret_certificate,
+                                      struct crd_error *err);
+void fakegraph_client_certificate_free(struct fakegraph_client_certificate *certificate);
+
+/*
+ * Checks a client assertion as Entra ID does. Returns NULL when it is
+ * acceptable, else a static reason for the error description.
+ */
+const char *fakegraph_verify_assertion(const struct fakegraph_server *server, const char *type,
+                                       const char *jwt, int64_t now_s);
 
 #endif

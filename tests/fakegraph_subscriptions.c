@@ -3,8 +3,8 @@
  * fakegraph serve as the Graph subscription API for callRecords: create
  * (with the validation handshake against notificationUrl and
  * lifecycleNotificationUrl before the response), list, get, update
- * (renewal), reauthorize and delete. Expired subscriptions are removed
- * whenever the list is read.
+ * (renewal), reauthorize and delete. An expired subscription is removed
+ * before any request reads the list, so it is neither found nor notified.
  */
 #include "config.h"
 
@@ -21,7 +21,6 @@
 
 /* Graph's limits for callRecord subscriptions, in minutes from the request. */
 #define EXPIRY_MAX_MINUTES 4230
-#define EXPIRY_MIN_MINUTES 45
 #define MINUTE_MS (60LL * 1000)
 
 #define CLIENT_STATE_MAX_CHARS 128
@@ -206,9 +205,11 @@ static int check_https_url(const char *name, const char *url, char *message, siz
 
 /*
  * Parses expirationDateTime and applies Graph's limits: in the future, at
- * most 4230 minutes ahead, and raised to 45 minutes ahead when sooner.
+ * most 4230 minutes ahead, and raised to min_lifetime_ms ahead when sooner
+ * (Graph's 45 minutes unless --min-lifetime lowers it).
  */
-static int check_expiry(const char *text, int64_t *ret_ms, char *message, size_t size)
+static int check_expiry(const char *text, int64_t min_lifetime_ms, int64_t *ret_ms,
+                        char *message, size_t size)
 {
     int64_t expiry = 0;
     if (crd_time_parse_iso8601(text, &expiry) < 0) {
@@ -225,8 +226,8 @@ static int check_expiry(const char *text, int64_t *ret_ms, char *message, size_t
                  EXPIRY_MAX_MINUTES);
         return -EINVAL;
     }
-    if (expiry < now + EXPIRY_MIN_MINUTES * MINUTE_MS) {
-        expiry = now + EXPIRY_MIN_MINUTES * MINUTE_MS;
+    if (expiry < now + min_lifetime_ms) {
+        expiry = now + min_lifetime_ms;
     }
     *ret_ms = expiry;
     return 0;
@@ -276,7 +277,7 @@ static int check_tls_version(const char *version, char *message, size_t size)
 
 /* Fills subscription from a create body. Returns 0, or -EINVAL with message set. */
 static int parse_create_body(const json_t *body, struct fakegraph_subscription *subscription,
-                             char *message, size_t size)
+                             int64_t min_lifetime_ms, char *message, size_t size)
 {
     const char *change_type = NULL;
     const char *url = NULL;
@@ -319,7 +320,7 @@ static int parse_create_body(const json_t *body, struct fakegraph_subscription *
         (lifecycle_url != NULL &&
          check_https_url("lifecycleNotificationUrl", lifecycle_url, message, size) < 0) ||
         (tls_version != NULL && check_tls_version(tls_version, message, size) < 0) ||
-        check_expiry(expiry, &subscription->expires_at_ms, message, size) < 0) {
+        check_expiry(expiry, min_lifetime_ms, &subscription->expires_at_ms, message, size) < 0) {
         return -EINVAL;
     }
     if (client_state != NULL && utf8_length(client_state) > CLIENT_STATE_MAX_CHARS) {
@@ -492,7 +493,8 @@ static enum MHD_Result handle_create(struct fakegraph_server *server,
     enum MHD_Result result = MHD_NO;
     json_t *body = parse_body(request);
 
-    if (parse_create_body(body, &subscription, message, sizeof(message)) < 0) {
+    if (parse_create_body(body, &subscription, server->min_lifetime_s * 1000LL, message,
+                          sizeof(message)) < 0) {
         result = respond_invalid(server, connection, request, message);
         goto out;
     }
@@ -582,8 +584,8 @@ static enum MHD_Result respond_unknown_subscription(struct fakegraph_server *ser
 }
 
 /* Reads a PATCH body's expirationDateTime and notificationUrl. Returns 0 or -EINVAL. */
-static int parse_update_body(const json_t *body, int64_t *ret_expiry, const char **ret_url,
-                             char *message, size_t size)
+static int parse_update_body(const json_t *body, int64_t min_lifetime_ms, int64_t *ret_expiry,
+                             const char **ret_url, char *message, size_t size)
 {
     const char *expiry = NULL;
     *ret_expiry = 0;
@@ -606,7 +608,7 @@ static int parse_update_body(const json_t *body, int64_t *ret_expiry, const char
                  "notificationUrl.");
         return -EINVAL;
     }
-    if (expiry != NULL && check_expiry(expiry, ret_expiry, message, size) < 0) {
+    if (expiry != NULL && check_expiry(expiry, min_lifetime_ms, ret_expiry, message, size) < 0) {
         return -EINVAL;
     }
     if (*ret_url != NULL && check_https_url("notificationUrl", *ret_url, message, size) < 0) {
@@ -625,7 +627,8 @@ static enum MHD_Result handle_update(struct fakegraph_server *server,
     const char *url = NULL;
     enum MHD_Result result = MHD_NO;
 
-    if (parse_update_body(body, &expiry, &url, message, sizeof(message)) < 0) {
+    if (parse_update_body(body, server->min_lifetime_s * 1000LL, &expiry, &url, message,
+                          sizeof(message)) < 0) {
         result = respond_invalid(server, connection, request, message);
         goto out;
     }
@@ -752,4 +755,117 @@ enum MHD_Result fakegraph_handle_subscriptions(struct fakegraph_server *server,
     }
     snprintf(id, sizeof(id), "%.*s", (int)id_len, id_start);
     return handle_one(server, connection, request, id, tail[0] != '\0');
+}
+
+/* ---- the control API's view ------------------------------------------------------------ */
+
+/* POST /_fakegraph/subscriptions: stores a subscription as create does, without a handshake. */
+static enum MHD_Result control_insert(struct fakegraph_server *server,
+                                      struct MHD_Connection *connection,
+                                      struct fakegraph_request *request, const json_t *body)
+{
+    struct fakegraph_subscription subscription = {0};
+    char message[1024];
+    enum MHD_Result result = MHD_NO;
+    json_t *created = NULL;
+    if (parse_create_body(body, &subscription, server->min_lifetime_s * 1000LL, message,
+                          sizeof(message)) < 0) {
+        result = fakegraph_respond_control_error(server, connection, request,
+                                                 MHD_HTTP_BAD_REQUEST, "%s", message);
+        goto out;
+    }
+    if (fakegraph_random_guid(subscription.id, NULL) < 0) {
+        goto out;
+    }
+    pthread_mutex_lock(&server->lock);
+    struct fakegraph_subscription *grown =
+        realloc(server->subscriptions, (server->subscription_count + 1) * sizeof(*grown));
+    if (grown != NULL) {
+        server->subscriptions = grown;
+        created = subscription_json(server, &subscription, false, false);
+        server->subscriptions[server->subscription_count++] = subscription;
+        subscription = (struct fakegraph_subscription){0};
+    }
+    pthread_mutex_unlock(&server->lock);
+    if (created != NULL) {
+        fakegraph_server_log(server, "subscription %s inserted through the control API",
+                             json_string_value(json_object_get(created, "id")));
+        result = fakegraph_respond_json(server, connection, request, MHD_HTTP_CREATED, created);
+    }
+out:
+    fakegraph_subscription_clear(&subscription);
+    return result;
+}
+
+/* POST /_fakegraph/subscriptions/remove {"subscriptionId"}: deletes without telling anyone. */
+static enum MHD_Result control_remove(struct fakegraph_server *server,
+                                      struct MHD_Connection *connection,
+                                      struct fakegraph_request *request, const json_t *body)
+{
+    const char *id = json_string_value(json_object_get(body, "subscriptionId"));
+    if (id == NULL) {
+        return fakegraph_respond_control_error(server, connection, request,
+                                               MHD_HTTP_BAD_REQUEST,
+                                               "\"subscriptionId\" (a string) is required");
+    }
+    struct fakegraph_subscription removed = {0};
+    pthread_mutex_lock(&server->lock);
+    ssize_t index = find_subscription_locked(server, id);
+    if (index >= 0) {
+        removed = server->subscriptions[index];
+        server->subscriptions[index] = server->subscriptions[--server->subscription_count];
+    }
+    pthread_mutex_unlock(&server->lock);
+    if (index < 0) {
+        return fakegraph_respond_control_error(server, connection, request, MHD_HTTP_NOT_FOUND,
+                                               "no subscription %.60s", id);
+    }
+    fakegraph_server_log(server, "subscription %s removed silently through the control API",
+                         removed.id);
+    fakegraph_subscription_clear(&removed);
+    return fakegraph_respond(server, connection, request, MHD_HTTP_NO_CONTENT, NULL, NULL, NULL);
+}
+
+/* GET /_fakegraph/subscriptions: the unexpired subscriptions as the list returns them. */
+static enum MHD_Result control_list(struct fakegraph_server *server,
+                                    struct MHD_Connection *connection,
+                                    struct fakegraph_request *request)
+{
+    json_t *value = json_array();
+    pthread_mutex_lock(&server->lock);
+    fakegraph_subscriptions_expire_locked(server);
+    for (size_t i = 0; value != NULL && i < server->subscription_count; i++) {
+        json_t *item = subscription_json(server, &server->subscriptions[i], false, false);
+        if (item == NULL || json_array_append_new(value, item) < 0) {
+            json_decref(value);
+            value = NULL;
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+    if (value == NULL) {
+        return MHD_NO;
+    }
+    return fakegraph_respond_json(server, connection, request, MHD_HTTP_OK,
+                                  json_pack("{s:o}", "value", value));
+}
+
+enum MHD_Result fakegraph_handle_control_subscriptions(struct fakegraph_server *server,
+                                                       struct MHD_Connection *connection,
+                                                       struct fakegraph_request *request,
+                                                       const char *rest, json_t *body)
+{
+    bool is_get = strcmp(request->method, MHD_HTTP_METHOD_GET) == 0;
+    bool is_post = strcmp(request->method, MHD_HTTP_METHOD_POST) == 0;
+    if (is_get && rest[0] == '\0') {
+        return control_list(server, connection, request);
+    }
+    if (is_post && rest[0] == '\0') {
+        return control_insert(server, connection, request, body);
+    }
+    if (is_post && strcmp(rest, "/remove") == 0) {
+        return control_remove(server, connection, request, body);
+    }
+    return fakegraph_respond_control_error(server, connection, request, MHD_HTTP_NOT_FOUND,
+                                           "no control endpoint %s /_fakegraph/subscriptions%.100s",
+                                           request->method, rest);
 }

@@ -286,11 +286,18 @@ static const struct invalid_case invalid_cases[] = {
      "connection_timeout", "a number of seconds from 1 to 3600", 1},
     {"timeout with a wrong unit", BASE "connection_timeout = 10min\n", 11, "listener",
      "connection_timeout", "unexpected 'min'", 1},
-    {"lifetime below range", BASE "[subscription]\nlifetime = 44\n", 12, "subscription",
-     "lifetime", "minutes from 45 to 4230", 1},
+    {"lifetime below range", BASE "[subscription]\nlifetime = 9s\n", 12, "subscription",
+     "lifetime", "out of range; write a duration from 10000 ms", 1},
     {"renew_before not below lifetime",
      BASE "[subscription]\nlifetime = 60\nrenew_before = 60\n", 13, "subscription",
-     "renew_before", "must be shorter than lifetime (60 minutes)", 1},
+     "renew_before", "must be shorter than lifetime (3600 s)", 1},
+    {"participant_filter with a resource",
+     BASE "[subscription]\nresource = /communications/other\n"
+          "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n",
+     13, "subscription", "participant_filter", "cannot be combined with resource", 1},
+    {"participant_filter without a GUID",
+     BASE "[subscription]\nparticipant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41, alice\n",
+     12, "subscription", "participant_filter", "'alice' is not an Entra object id", 1},
     {"relative state_directory", BASE "[store]\nstate_directory = var/lib/callrecd\n", 12,
      "store", "state_directory", "not an absolute path", 1},
     {"duplicate key", BASE "port = 1\nport = 2\n", 12, "listener", "port",
@@ -559,8 +566,12 @@ START_TEST(test_defaults)
 
     ck_assert_str_eq(config->subscription.resource, "/communications/callRecords");
     ck_assert_str_eq(config->subscription.change_type, "updated");
-    ck_assert_uint_eq(config->subscription.lifetime_min, 4230);
-    ck_assert_uint_eq(config->subscription.renew_before_min, 4230 / 4);
+    ck_assert_uint_eq(config->subscription.lifetime_ms, 4230ULL * 60 * 1000);
+    ck_assert_uint_eq(config->subscription.renew_before_ms, 4230ULL * 60 * 1000 / 4);
+    ck_assert_uint_eq(config->subscription.check_interval_ms, 15ULL * 60 * 1000);
+    ck_assert_uint_eq(config->subscription.backfill_margin_ms, 10ULL * 60 * 1000);
+    ck_assert_ptr_null(config->subscription.participant_filter);
+    ck_assert_str_eq(config->subscription.resource, "/communications/callRecords");
     ck_assert_ptr_null(config->subscription.client_state_file);
     ck_assert_ptr_null(config->subscription.client_state);
 
@@ -657,8 +668,8 @@ START_TEST(test_values)
     ck_assert_uint_eq(config->listener.threads, 64);
 
     ck_assert_str_eq(config->subscription.change_type, "created,updated");
-    ck_assert_uint_eq(config->subscription.lifetime_min, 100);
-    ck_assert_uint_eq(config->subscription.renew_before_min, 25);
+    ck_assert_uint_eq(config->subscription.lifetime_ms, 100ULL * 60 * 1000);
+    ck_assert_uint_eq(config->subscription.renew_before_ms, 25ULL * 60 * 1000);
 
     ck_assert_str_eq(config->store.state_directory, "/srv/callrecd");
     ck_assert_int_eq(config->store.durability, CRD_DURABILITY_FULL);
@@ -695,10 +706,69 @@ START_TEST(test_values)
     ck_assert_str_eq(config->graph.graph_url, "http://[::1]:8080/v1.0");
     ck_assert_str_eq(config->listener.public_url, "https://[2001:db8::1]:8443/x");
     ck_assert_uint_eq(config->listener.max_body_size, 2 * 1024 * 1024);
-    ck_assert_uint_eq(config->subscription.renew_before_min, 44);
+    ck_assert_uint_eq(config->subscription.renew_before_ms, 44ULL * 60 * 1000);
     ck_assert_str_eq(config->subscription.change_type, "created");
     ck_assert_uint_eq(config->log.debug_mask, (1u << CRD_LOG_SUBSYSTEM__COUNT) - 1);
     ck_assert_int_eq(config->log.level, CRD_LOG_WARNING);
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(test_subscription_durations)
+{
+    /* Short lifetimes load, with a warning, and units work on every duration key. */
+    char *path = write_config(BASE "[subscription]\nlifetime = 10s\nrenew_before = 4s\n"
+                                   "check_interval = 500ms\nbackfill_margin = 0\n");
+    struct crd_diagnostics diag = {0};
+    struct crd_config *config = NULL;
+    ck_assert_int_eq(crd_config_load(path, NULL, &config, &diag), -EINVAL);
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 14, "subscription", "check_interval",
+                "out of range");
+    crd_diagnostics_clear(&diag);
+    free(path);
+
+    path = write_config(BASE "[subscription]\nlifetime = 10s\nrenew_before = 4s\n"
+                             "check_interval = 1h\nbackfill_margin = 0\n");
+    ck_assert_int_eq(crd_config_load(path, NULL, &config, &diag), 0);
+    ck_assert_uint_eq(diag.n_errors, 0);
+    ck_assert_uint_eq(diag.n_warnings, 1);
+    assert_diag(&diag, CRD_DIAGNOSTIC_WARNING, 12, "subscription", "lifetime",
+                "Graph raises expiries under 45 minutes to 45");
+    ck_assert_uint_eq(config->subscription.lifetime_ms, 10000);
+    ck_assert_uint_eq(config->subscription.renew_before_ms, 4000);
+    ck_assert_uint_eq(config->subscription.check_interval_ms, 60ULL * 60 * 1000);
+    ck_assert_uint_eq(config->subscription.backfill_margin_ms, 0);
+    crd_config_free(config);
+    crd_diagnostics_clear(&diag);
+    free(path);
+
+    /* A bare number stays minutes for lifetime and renew_before. */
+    config = load_ok(BASE "[subscription]\nlifetime = 2000\nrenew_before = 90\n", NULL);
+    ck_assert_uint_eq(config->subscription.lifetime_ms, 2000ULL * 60 * 1000);
+    ck_assert_uint_eq(config->subscription.renew_before_ms, 90ULL * 60 * 1000);
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(test_participant_filter)
+{
+    struct crd_config *config = load_ok(
+        BASE "[subscription]\nparticipant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41, "
+             "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n",
+        NULL);
+    ck_assert_str_eq(config->subscription.resource,
+                     "/communications/callRecords?$filter=participants/any(p:p/id eq "
+                     "'5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41' or p/id eq "
+                     "'0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a')");
+    crd_config_free(config);
+
+    /* The default resource written out is no conflict. */
+    config = load_ok(BASE "[subscription]\nresource = /communications/callRecords\n"
+                          "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n",
+                     NULL);
+    ck_assert_str_eq(config->subscription.resource,
+                     "/communications/callRecords?$filter=participants/any(p:p/id eq "
+                     "'5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41')");
     crd_config_free(config);
 }
 END_TEST
@@ -1220,7 +1290,7 @@ START_TEST(test_example_config)
     ck_assert_str_eq(config->listener.public_url, "https://callrecd.example.com:8443");
     ck_assert(config->listener.tls);
     ck_assert_str_eq(config->listener.tls_certificate, m.cert_text);
-    ck_assert_uint_eq(config->subscription.renew_before_min, 1057);
+    ck_assert_uint_eq(config->subscription.renew_before_ms, 4230ULL * 60 * 1000 / 4);
     ck_assert_str_eq(config->store.state_directory, "/var/lib/callrecd");
     ck_assert_uint_ge(config->n_sinks, 1);
 
@@ -1283,6 +1353,8 @@ static Suite *config_suite(void)
     tc = tcase_create("example");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_example_config);
+    tcase_add_test(tc, test_subscription_durations);
+    tcase_add_test(tc, test_participant_filter);
     suite_add_tcase(s, tc);
     return s;
 }

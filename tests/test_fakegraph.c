@@ -1426,6 +1426,117 @@ START_TEST(scenario_fails_without_202)
 }
 END_TEST
 
+/* ---- tests: quotas --------------------------------------------------------------------- */
+
+/* GETs url with the headers and returns the status; copies Retry-After into retry_after. */
+static long get_status(const char *url, const char *const *headers, char *retry_after,
+                       size_t size)
+{
+    struct http_result result;
+    http("GET", url, headers, NULL, &result);
+    ck_assert_int_eq(result.curl_code, CURLE_OK);
+    long status = result.status;
+    snprintf(retry_after, size, "%s", result.retry_after);
+    if (status == 429) {
+        json_t *body = parse_json(&result);
+        ck_assert_str_eq(json_path_string(body, "error", "code", NULL), "TooManyRequests");
+        json_decref(body);
+    }
+    http_result_clear(&result);
+    return status;
+}
+
+START_TEST(quota_429_per_record_and_tenant)
+{
+    struct fakegraph_process limited;
+    const char *extra[] = {"--quota-tenant", "5/60", "--quota-record", "3/60", NULL};
+    ck_assert_int_eq(fakegraph_start(&limited, extra), 0);
+    char *authorization = bearer_header(&limited);
+    const char *headers[] = {authorization, NULL};
+    char *first = url_at(&limited, "/v1.0/communications/callRecords/" UNKNOWN_CALL_ID);
+    char *second = url_at(&limited, "/v1.0/communications/callRecords/" P2P_CALL_ID
+                                    "/participants_v2");
+    char retry_after[32];
+
+    /* Nothing is published, so admitted requests get 404; they count all the same. */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(get_status(first, headers, retry_after, sizeof(retry_after)), 404);
+    }
+    ck_assert_int_eq(get_status(first, headers, retry_after, sizeof(retry_after)), 429);
+    ck_assert_int_ge(atoi(retry_after), 1);
+    ck_assert_int_le(atoi(retry_after), 60);
+
+    /* The rejected request did not count: the tenant has 2 of its 5 requests left. */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(get_status(second, headers, retry_after, sizeof(retry_after)), 404);
+    }
+    ck_assert_int_eq(get_status(second, headers, retry_after, sizeof(retry_after)), 429);
+    ck_assert_int_ge(atoi(retry_after), 1);
+    ck_assert_int_le(atoi(retry_after), 60);
+
+    /* The token endpoint is outside the call-record quotas. */
+    char *again = bearer_header(&limited);
+    free(again);
+
+    char *log_url = url_at(&limited, "/_fakegraph/requests");
+    struct http_result result;
+    http("GET", log_url, NULL, NULL, &result);
+    ck_assert_int_eq(result.status, 200);
+    json_t *log = parse_json(&result);
+    ck_assert_uint_eq(count_logged(log, "/v1.0/communications/callRecords/", "quota record"), 1);
+    ck_assert_uint_eq(count_logged(log, "/v1.0/communications/callRecords/", "quota tenant"), 1);
+    ck_assert_uint_eq(count_logged(log, "/v1.0/communications/callRecords/", ""), 7);
+    json_decref(log);
+    http_result_clear(&result);
+
+    free(log_url);
+    free(second);
+    free(first);
+    free(authorization);
+    ck_assert_int_eq(fakegraph_stop(&limited), 0);
+}
+END_TEST
+
+START_TEST(quota_window_slides)
+{
+    struct fakegraph_process limited;
+    const char *extra[] = {"--quota-tenant", "2/1", NULL};
+    ck_assert_int_eq(fakegraph_start(&limited, extra), 0);
+    char *authorization = bearer_header(&limited);
+    const char *headers[] = {authorization, NULL};
+    char *url = url_at(&limited, "/v1.0/communications/callRecords/" UNKNOWN_CALL_ID);
+    char retry_after[32];
+
+    ck_assert_int_eq(get_status(url, headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(url, headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(url, headers, retry_after, sizeof(retry_after)), 429);
+    ck_assert_str_eq(retry_after, "1");
+
+    /* Once the first admission is a second old, one more request fits. */
+    long long deadline = now_ms() + 1100;
+    while (now_ms() < deadline) {
+        poll_step();
+    }
+    ck_assert_int_eq(get_status(url, headers, retry_after, sizeof(retry_after)), 404);
+
+    free(url);
+    free(authorization);
+    ck_assert_int_eq(fakegraph_stop(&limited), 0);
+}
+END_TEST
+
+static const char *const invalid_quotas[] = {"0/20", "1500", "1500/0", "x/20", "/20", "15/3601"};
+
+START_TEST(quota_option_rejects_invalid)
+{
+    const char *args[] = {"serve", "--quota-tenant", invalid_quotas[_i], NULL};
+    char *output = NULL;
+    ck_assert_int_eq(run_fakegraph(args, &output), 2);  /* usage error */
+    ck_assert_ptr_nonnull(strstr(output, "invalid --quota-tenant"));
+    free(output);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------------------- */
 
 static Suite *fakegraph_suite(void)
@@ -1471,6 +1582,13 @@ static Suite *fakegraph_suite(void)
     tcase_add_test(control_api, demo_scenario_runs);
     tcase_add_test(control_api, scenario_fails_without_202);
     suite_add_tcase(suite, control_api);
+
+    TCase *quotas = tcase_create("quotas");
+    tcase_add_test(quotas, quota_429_per_record_and_tenant);
+    tcase_add_test(quotas, quota_window_slides);
+    tcase_add_loop_test(quotas, quota_option_rejects_invalid, 0,
+                        sizeof(invalid_quotas) / sizeof(invalid_quotas[0]));
+    suite_add_tcase(suite, quotas);
     return suite;
 }
 

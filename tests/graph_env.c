@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "graph_env.h"
+
+void crd_test_graph_prepare(struct crd_test_graph *graph)
+{
+    memset(graph, 0, sizeof(*graph));
+    graph->pid = -1;
+    graph->dir = crd_test_make_tmpdir("crd-fakegraph");
+    char *testcert = crd_test_build_path("tests/testcert");
+    char *argv[] = {testcert, graph->dir, NULL};
+    ck_assert_int_eq(crd_test_run(argv, NULL), 0);
+    free(testcert);
+    ck_assert_int_ge(asprintf(&graph->ca_file, "%s/ca.pem", graph->dir), 0);
+    ck_assert_int_ge(asprintf(&graph->log_path, "%s/fakegraph.log", graph->dir), 0);
+    graph->port = crd_test_free_port();
+    snprintf(graph->base_url, sizeof(graph->base_url), "https://127.0.0.1:%u", graph->port);
+}
+
+char *crd_test_graph_config(const struct crd_test_graph *graph)
+{
+    char *text = NULL;
+    ck_assert_int_ge(asprintf(&text, "login_url = %s\ngraph_url = %s\nca_file = %s\n",
+                              graph->base_url, graph->base_url, graph->ca_file),
+                     0);
+    return text;
+}
+
+void crd_test_graph_start(struct crd_test_graph *graph, const struct crd_test_env *env,
+                          const char *const *extra_arguments)
+{
+    char *program = crd_test_build_path("tests/fakegraph");
+    char listen_on[32];
+    snprintf(listen_on, sizeof(listen_on), "127.0.0.1:%u", graph->port);
+    char *cert = NULL;
+    char *key = NULL;
+    char *secret = NULL;
+    char *ready = NULL;
+    ck_assert_int_ge(asprintf(&cert, "%s/server.pem", graph->dir), 0);
+    ck_assert_int_ge(asprintf(&key, "%s/server.key", graph->dir), 0);
+    ck_assert_int_ge(asprintf(&secret, "%s/client_secret", env->dir), 0);
+    ck_assert_int_ge(asprintf(&ready, "%s/ready", graph->dir), 0);
+
+    const char *argv[40] = {program, "serve", "--listen", listen_on, "--cert", cert, "--key", key,
+                            "--cafile", env->ca_file, "--tenant", CRD_TEST_TENANT_ID,
+                            "--client-id", CRD_TEST_CLIENT_ID, "--client-secret-file", secret,
+                            "--ready-file", ready, "--log", graph->log_path};
+    size_t n = 20;
+    for (size_t i = 0; extra_arguments != NULL && extra_arguments[i] != NULL && n < 39; i++) {
+        argv[n++] = extra_arguments[i];
+    }
+    argv[n] = NULL;
+
+    graph->pid = fork();
+    ck_assert_int_ge(graph->pid, 0);
+    if (graph->pid == 0) {
+        execv(program, (char *const *)argv);
+        _exit(127);
+    }
+    ck_assert_msg(crd_test_wait_for_text(ready, "\n", 15000), "fakegraph did not become ready");
+    free(program);
+    free(cert);
+    free(key);
+    free(secret);
+    free(ready);
+}
+
+long crd_test_graph_control(const struct crd_test_graph *graph, const char *path, json_t *body,
+                            json_t **ret_answer)
+{
+    char *url = NULL;
+    ck_assert_int_ge(asprintf(&url, "%s/_fakegraph/%s", graph->base_url, path), 0);
+    char *text = json_dumps(body, JSON_COMPACT);
+    struct crd_test_response response;
+    int code = crd_test_http("POST", url, "application/json", text, strlen(text), graph->ca_file,
+                             &response);
+    ck_assert_msg(code == 0, "control request %s failed with curl code %d", path, code);
+    long status = response.status;
+    if (ret_answer != NULL) {
+        *ret_answer = json_loads(response.body, 0, NULL);
+    }
+    crd_test_response_clear(&response);
+    free(text);
+    free(url);
+    return status;
+}
+
+void crd_test_graph_stop(struct crd_test_graph *graph)
+{
+    if (graph->pid > 0) {
+        kill(graph->pid, SIGTERM);
+        waitpid(graph->pid, NULL, 0);
+        graph->pid = -1;
+    }
+    if (getenv("CRD_KEEP_TEST_DIRS") == NULL) {
+        crd_test_remove_tree(graph->dir);
+    }
+    free(graph->dir);
+    free(graph->ca_file);
+    free(graph->log_path);
+    memset(graph, 0, sizeof(*graph));
+}
