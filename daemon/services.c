@@ -388,6 +388,8 @@ void services_reopen_sinks(struct services *services)
 
 void services_stop(struct services *services)
 {
+    /* From here on notifications get 503 and Graph retries them after the restart. */
+    crd_listener_drain(services->listener);
     crd_subscription_stop(services->subscription);
     crd_listener_stop(services->listener);
     services->listener = NULL;

@@ -415,6 +415,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return MHD_YES;
     }
 
+    if (atomic_load(&listener->draining) && !request->is_validation) {
+        /* Graph retries a 503, and the next instance stores what this one no longer can. */
+        crd_log_debug(CRD_LOG_LISTENER, NULL, "responding 503 to %s: shutting down",
+                      request->peer);
+        return crd_listener_respond(listener, connection, request, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                    request->route == CRD_ROUTE_HEALTHZ ? "application/json"
+                                                                        : "text/plain",
+                                    request->route == CRD_ROUTE_HEALTHZ
+                                        ? "{\"status\":\"stopping\"}\n"
+                                        : "shutting down, retry later\n");
+    }
     if (request->route == CRD_ROUTE_HEALTHZ) {
         return answer_health(listener, connection, request);
     }
@@ -593,6 +604,13 @@ out:
     }
     crd_listener_stop(listener);
     return r;
+}
+
+void crd_listener_drain(struct crd_listener *listener)
+{
+    if (listener != NULL) {
+        atomic_store(&listener->draining, true);
+    }
 }
 
 uint16_t crd_listener_port(const struct crd_listener *listener)

@@ -79,6 +79,14 @@ uint16_t crd_listener_port(const struct crd_listener *listener);
 const struct crd_listener_counters *crd_listener_counters(const struct crd_listener *listener);
 
 /*
+ * Starts the shutdown: from now on every notification is answered 503, so
+ * that Graph retries it later, while requests already past that point finish
+ * and commit normally. Validation requests are still answered. Accepts NULL;
+ * thread-safe.
+ */
+void crd_listener_drain(struct crd_listener *listener);
+
+/*
  * Stops accepting connections, waits for the handler threads to finish the
  * requests in progress, and frees the listener. Accepts NULL.
  */

@@ -24,6 +24,7 @@ struct crd_listener {
     void (*add_health)(void *context, json_t *health);
     void *add_health_context;
     struct MHD_Daemon *daemon;
+    atomic_bool draining;                 /* set by crd_listener_drain() */
     uint16_t port;
     struct crd_listener_counters counters;
     struct crd_ratelimit rejection_log;   /* warnings about rejected requests and items */

@@ -5,7 +5,8 @@
  * callrecd with SIGKILL at random moments and starts it again. Like Graph, the
  * driver retries each notification until it is acknowledged. At the end the
  * file sink must hold the newest version of every call, and a record that was
- * delivered twice must carry the same idempotency key both times.
+ * delivered twice must carry the same idempotency key both times. The same
+ * load with SIGTERM in place of SIGKILL must also end in clean exits, status 0.
  */
 #include "config.h"
 
@@ -178,12 +179,16 @@ static unsigned notify_until_acknowledged(const char *call_id)
     return attempts;
 }
 
-/* Kills the daemon with SIGKILL and starts it again; holds daemon_lock. */
-static void kill_and_restart(void)
+/*
+ * Sends the daemon signal_number, waits for it to exit, and starts it again;
+ * holds daemon_lock. Returns the exit status of the stopped daemon.
+ */
+static int kill_and_restart(int signal_number)
 {
     pthread_mutex_lock(&daemon_lock);
-    kill(env.daemon.pid, SIGKILL);
-    waitpid(env.daemon.pid, NULL, 0);
+    kill(env.daemon.pid, signal_number);
+    int status = 0;
+    waitpid(env.daemon.pid, &status, 0);
     env.daemon.pid = -1;
     (void)crd_test_daemon_stop(&env.daemon, 0);  /* frees the notify socket and paths */
     int r = crd_test_env_start(&env);
@@ -192,29 +197,41 @@ static void kill_and_restart(void)
         fprintf(stderr, "callrecd did not restart after a kill\n");
         abort();
     }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 struct killer {
     pthread_t thread;
     unsigned seed;
+    int signal_number;
+    int rounds;
     int kills;
+    int unclean_exits;       /* SIGTERM only: exits with a status other than 0 */
 };
 
-/* Kills the daemon KILLS times at random moments 50 to 800 ms apart. */
+/* Stops the daemon `rounds` times at random moments 50 to 800 ms apart. */
 static void *killer_main(void *argument)
 {
     struct killer *killer = argument;
-    for (int k = 0; k < KILLS; k++) {
+    for (int k = 0; k < killer->rounds; k++) {
         long pause_ms = 50 + rand_r(&killer->seed) % 750;
         struct timespec pause = {.tv_sec = pause_ms / 1000, .tv_nsec = (pause_ms % 1000) * 1000000};
         nanosleep(&pause, NULL);  /* the kill moments are the test's own timing */
-        kill_and_restart();
+        int status = kill_and_restart(killer->signal_number);
+        if (killer->signal_number == SIGTERM && status != 0) {
+            killer->unclean_exits++;
+        }
         killer->kills++;
     }
     return NULL;
 }
 
-START_TEST(kill_loop_loses_nothing)
+/*
+ * Publishes VERSIONS versions of CALLS records with notifications while the
+ * daemon is stopped `rounds` times with signal_number, then checks that every
+ * call's newest version reached the sink exactly as keyed.
+ */
+static void run_loop(int signal_number, int rounds)
 {
     setup();
     char *fixture = crd_test_fixture_path("callrecord-p2p-v1.json");
@@ -232,7 +249,7 @@ START_TEST(kill_loop_loses_nothing)
                  (unsigned)rand());
     }
 
-    struct killer killer = {.seed = seed};
+    struct killer killer = {.seed = seed, .signal_number = signal_number, .rounds = rounds};
     ck_assert_int_eq(pthread_create(&killer.thread, NULL, killer_main, &killer), 0);
 
     int sent = 0;
@@ -249,7 +266,9 @@ START_TEST(kill_loop_loses_nothing)
     pthread_join(killer.thread, NULL);
     fprintf(stderr, "kill loop: %d notifications acknowledged, %u retried, %d kills\n", sent,
             retries, killer.kills);
-    ck_assert_int_eq(killer.kills, KILLS);
+    ck_assert_int_eq(killer.kills, rounds);
+    ck_assert_msg(killer.unclean_exits == 0, "%d SIGTERM stops did not exit with status 0",
+                  killer.unclean_exits);
 
     /* Every call's newest version arrives, however often the daemon died. */
     for (int i = 0; i < CALLS; i++) {
@@ -296,6 +315,17 @@ START_TEST(kill_loop_loses_nothing)
     free(graph_ca);
     free(sink_path);
 }
+
+START_TEST(kill_loop_loses_nothing)
+{
+    run_loop(SIGKILL, KILLS);
+}
+END_TEST
+
+START_TEST(sigterm_under_load_loses_nothing)
+{
+    run_loop(SIGTERM, 4);
+}
 END_TEST
 
 int main(void)
@@ -304,6 +334,7 @@ int main(void)
     TCase *tcase = tcase_create("kill -9 loop");
     tcase_set_timeout(tcase, 600);
     tcase_add_test(tcase, kill_loop_loses_nothing);
+    tcase_add_test(tcase, sigterm_under_load_loses_nothing);
     suite_add_tcase(suite, tcase);
 
     SRunner *runner = srunner_create(suite);
