@@ -22,11 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon_env.h"
+#include "graph_env.h"
 #include "util.h"
 
-#define CLIENT_ID "0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d"
-#define TENANT_ID "2a37c3b7-f073-59a1-b249-42c4e33881c2"
+#define TENANT_ID CRD_TEST_TENANT_ID
 
 #define CALLS 300
 #define VERSIONS 3
@@ -37,67 +36,16 @@
 static struct crd_test_env env;
 /* Serializes killing and restarting the daemon with reading its pid. */
 static pthread_mutex_t daemon_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *graph_dir;
-static char *graph_ca;
-static char graph_base[64];
+static struct crd_test_graph graph;
 static char *sink_path;
-static pid_t graph_pid = -1;
-
-static void start_fakegraph(uint16_t port)
-{
-    char *program = crd_test_build_path("tests/fakegraph");
-    char listen_on[32];
-    snprintf(listen_on, sizeof(listen_on), "127.0.0.1:%u", port);
-    char *cert = NULL;
-    char *key = NULL;
-    char *secret = NULL;
-    char *ready = NULL;
-    char *log = NULL;
-    if (asprintf(&cert, "%s/server.pem", graph_dir) < 0 ||
-        asprintf(&key, "%s/server.key", graph_dir) < 0 ||
-        asprintf(&secret, "%s/client_secret", env.dir) < 0 ||
-        asprintf(&ready, "%s/ready", graph_dir) < 0 ||
-        asprintf(&log, "%s/fakegraph.log", graph_dir) < 0) {
-        abort();
-    }
-    graph_pid = fork();
-    if (graph_pid < 0) {
-        abort();
-    }
-    if (graph_pid == 0) {
-        execl(program, program, "serve", "--listen", listen_on, "--cert", cert, "--key", key,
-              "--cafile", env.ca_file, "--tenant", TENANT_ID, "--client-id", CLIENT_ID,
-              "--client-secret-file", secret, "--ready-file", ready, "--log", log, (char *)NULL);
-        _exit(127);
-    }
-    ck_assert_msg(crd_test_wait_for_text(ready, "\n", 15000), "fakegraph did not become ready");
-    free(program);
-    free(cert);
-    free(key);
-    free(secret);
-    free(ready);
-    free(log);
-}
 
 static void setup(void)
 {
-    graph_dir = crd_test_make_tmpdir("crd-crash-graph");
-    char *testcert = crd_test_build_path("tests/testcert");
-    char *argv[] = {testcert, graph_dir, NULL};
-    ck_assert_int_eq(crd_test_run(argv, NULL), 0);
-    free(testcert);
-    if (asprintf(&graph_ca, "%s/ca.pem", graph_dir) < 0) {
-        abort();
-    }
-    uint16_t graph_port = crd_test_free_port();
-    snprintf(graph_base, sizeof(graph_base), "https://127.0.0.1:%u", graph_port);
-
-    char *graph_keys = NULL;
+    crd_test_graph_prepare(&graph);
+    char *graph_keys = crd_test_graph_config(&graph);
     char *sections = NULL;
     char *dir = crd_test_make_tmpdir("crd-crash-sink");
     if (asprintf(&sink_path, "%s/records.jsonl", dir) < 0 ||
-        asprintf(&graph_keys, "login_url = %s\ngraph_url = %s\nca_file = %s\n", graph_base,
-                 graph_base, graph_ca) < 0 ||
         asprintf(&sections,
                  "[fetch]\nworkers = 4\nretry_base = 50ms\nretry_max = 500ms\n\n"
                  "[sink archive]\ntype = file\npath = %s\n",
@@ -110,30 +58,13 @@ static void setup(void)
     free(graph_keys);
     free(sections);
 
-    start_fakegraph(graph_port);
+    crd_test_graph_start(&graph, &env, NULL);
     ck_assert_int_eq(crd_test_env_start(&env), 0);
 }
 
-/* POSTs a JSON body to the control API; returns the HTTP status and sets *ret_json. */
 static long control(const char *path, json_t *body, json_t **ret_json)
 {
-    char *url = NULL;
-    if (asprintf(&url, "%s/_fakegraph/%s", graph_base, path) < 0) {
-        abort();
-    }
-    char *text = json_dumps(body, JSON_COMPACT);
-    struct crd_test_response response;
-    int code = crd_test_http("POST", url, "application/json", text, strlen(text), graph_ca,
-                             &response);
-    ck_assert_msg(code == 0, "control request %s failed with curl code %d", path, code);
-    long status = response.status;
-    if (ret_json != NULL) {
-        *ret_json = json_loads(response.body, 0, NULL);
-    }
-    crd_test_response_clear(&response);
-    free(text);
-    free(url);
-    return status;
+    return crd_test_graph_control(&graph, path, body, ret_json);
 }
 
 static void publish(json_t *template, const char *call_id, int version)
@@ -299,20 +230,16 @@ static void run_loop(int signal_number, int rounds)
     free(text);
 
     ck_assert_int_eq(crd_test_env_stop(&env), 0);
-    kill(graph_pid, SIGTERM);
-    waitpid(graph_pid, NULL, 0);
+    crd_test_graph_stop(&graph);
     free(ids);
     json_decref(template);
     crd_test_env_destroy(&env);
     if (getenv("CRD_KEEP_TEST_DIRS") == NULL) {
-        crd_test_remove_tree(graph_dir);
         char *sink_dir = strdup(sink_path);
         *strrchr(sink_dir, '/') = '\0';
         crd_test_remove_tree(sink_dir);
         free(sink_dir);
     }
-    free(graph_dir);
-    free(graph_ca);
     free(sink_path);
 }
 

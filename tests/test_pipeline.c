@@ -20,102 +20,34 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon_env.h"
+#include "graph_env.h"
 
-#define CLIENT_ID "0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d"
-#define TENANT_ID "2a37c3b7-f073-59a1-b249-42c4e33881c2"
+#define TENANT_ID CRD_TEST_TENANT_ID
 #define P2P_CALL_ID "7e633194-32cf-5bee-86e6-f491790b2813"
 #define DELIVERY_TIMEOUT_MS 30000
 
 /* The daemon, its sink file and the emulator, shared by the whole suite. */
 static struct crd_test_env env;
-static char *graph_dir;          /* fakegraph's TLS material, log and ready file */
-static char *graph_ca;
-static char graph_base[64];      /* https://127.0.0.1:PORT */
+static struct crd_test_graph graph;
 static char *sink_path;
-static pid_t graph_pid = -1;
-
-static void start_fakegraph(uint16_t port)
-{
-    char *program = crd_test_build_path("tests/fakegraph");
-    char listen_on[32];
-    snprintf(listen_on, sizeof(listen_on), "127.0.0.1:%u", port);
-    char *cert = NULL;
-    char *key = NULL;
-    char *secret = NULL;
-    char *ready = NULL;
-    char *log = NULL;
-    if (asprintf(&cert, "%s/server.pem", graph_dir) < 0 ||
-        asprintf(&key, "%s/server.key", graph_dir) < 0 ||
-        asprintf(&secret, "%s/client_secret", env.dir) < 0 ||
-        asprintf(&ready, "%s/ready", graph_dir) < 0 ||
-        asprintf(&log, "%s/fakegraph.log", graph_dir) < 0) {
-        abort();
-    }
-
-    graph_pid = fork();
-    if (graph_pid < 0) {
-        abort();
-    }
-    if (graph_pid == 0) {
-        execl(program, program, "serve", "--listen", listen_on, "--cert", cert, "--key", key,
-              "--cafile", env.ca_file, "--tenant", TENANT_ID, "--client-id", CLIENT_ID,
-              "--client-secret-file", secret, "--ready-file", ready, "--log", log, (char *)NULL);
-        _exit(127);
-    }
-    if (!crd_test_wait_for_text(ready, "\n", 15000)) {
-        fprintf(stderr, "fakegraph did not become ready\n");
-        exit(1);
-    }
-    free(program);
-    free(cert);
-    free(key);
-    free(secret);
-    free(ready);
-    free(log);
-}
 
 static void start_all(void)
 {
-    graph_dir = crd_test_make_tmpdir("crd-fakegraph");
-    char *testcert = crd_test_build_path("tests/testcert");
-    char *argv[] = {testcert, graph_dir, NULL};
-    if (crd_test_run(argv, NULL) != 0) {
-        abort();
-    }
-    free(testcert);
-    if (asprintf(&graph_ca, "%s/ca.pem", graph_dir) < 0) {
-        abort();
-    }
+    crd_test_graph_prepare(&graph);
+    char *graph_keys = crd_test_graph_config(&graph);
 
-    uint16_t graph_port = crd_test_free_port();
-    snprintf(graph_base, sizeof(graph_base), "https://127.0.0.1:%u", graph_port);
-
-    char *graph_keys = NULL;
-    if (asprintf(&graph_keys, "login_url = %s\ngraph_url = %s\nca_file = %s\n", graph_base,
-                 graph_base, graph_ca) < 0) {
-        abort();
-    }
-    const char *sections = "[fetch]\n"
-                           "workers = 2\n"
-                           "retry_base = 100ms\n"
-                           "retry_max = 1s\n"
-                           "not_found_horizon = 4s\n"
-                           "\n"
-                           "[sink archive]\n"
-                           "type = file\n"
-                           "path = @DIR@/records.jsonl\n";
-    /* The sink path needs the directory, which exists only once the env is created. */
-    struct crd_test_env_options options = {.graph = graph_keys, .sections = ""};
+    /* The sink file lives in the env's directory, which exists only once the env is created. */
+    struct crd_test_env_options options = {.graph = graph_keys};
     crd_test_env_create_with(&env, &options);
     if (asprintf(&sink_path, "%s/records.jsonl", env.dir) < 0) {
         abort();
     }
     char *config = crd_test_read_file(env.config_path, NULL);
     char *full = NULL;
-    const char *at = strstr(sections, "@DIR@");
-    if (asprintf(&full, "%s%.*s%s%s", config, (int)(at - sections), sections, env.dir,
-                 at + strlen("@DIR@")) < 0) {
+    if (asprintf(&full,
+                 "%s[fetch]\nworkers = 2\nretry_base = 100ms\nretry_max = 1s\n"
+                 "not_found_horizon = 4s\n\n[sink archive]\ntype = file\npath = %s\n",
+                 config, sink_path) < 0) {
         abort();
     }
     free(crd_test_write_file(env.dir, "callrecd.conf", full, 0600));
@@ -123,7 +55,7 @@ static void start_all(void)
     free(config);
     free(graph_keys);
 
-    start_fakegraph(graph_port);
+    crd_test_graph_start(&graph, &env, NULL);
     if (crd_test_env_start(&env) != 0) {
         fprintf(stderr, "callrecd did not become ready\n");
         exit(1);
@@ -133,16 +65,8 @@ static void start_all(void)
 static void stop_all(void)
 {
     (void)crd_test_env_stop(&env);
-    if (graph_pid > 0) {
-        kill(graph_pid, SIGTERM);
-        waitpid(graph_pid, NULL, 0);
-    }
+    crd_test_graph_stop(&graph);
     crd_test_env_destroy(&env);
-    if (getenv("CRD_KEEP_TEST_DIRS") == NULL) {
-        crd_test_remove_tree(graph_dir);
-    }
-    free(graph_dir);
-    free(graph_ca);
     free(sink_path);
 }
 
@@ -150,7 +74,8 @@ static void stop_all(void)
 static int fakegraph(const char *command, const char *const *arguments)
 {
     char *program = crd_test_build_path("tests/fakegraph");
-    const char *argv[32] = {program, command, "--control", graph_base, "--cafile", graph_ca};
+    const char *argv[32] = {program, command, "--control", graph.base_url, "--cafile",
+                            graph.ca_file};
     size_t n = 6;
     for (size_t i = 0; arguments[i] != NULL && n < 30; i++) {
         argv[n++] = arguments[i];
@@ -417,19 +342,13 @@ END_TEST
 START_TEST(outputs_contain_no_secret)
 {
     char *files[3] = {crd_test_read_file(env.log_path, NULL), crd_test_read_file(sink_path, NULL),
-                      NULL};
-    char *graph_log = NULL;
-    if (asprintf(&graph_log, "%s/fakegraph.log", graph_dir) < 0) {
-        abort();
-    }
-    files[2] = crd_test_read_file(graph_log, NULL);
+                      crd_test_read_file(graph.log_path, NULL)};
     for (size_t i = 0; i < 3; i++) {
         ck_assert_ptr_nonnull(files[i]);
         ck_assert_ptr_null(strstr(files[i], CRD_TEST_CLIENT_SECRET));
         ck_assert_ptr_null(strstr(files[i], "Bearer "));
         free(files[i]);
     }
-    free(graph_log);
 }
 END_TEST
 
