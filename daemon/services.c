@@ -207,6 +207,21 @@ static int start_graph(struct services *services, struct crd_error *err)
         crd_log_info(NULL, "signing in with the client certificate (%s client assertions)",
                      crd_assertion_algorithm_name(config->graph.assertion));
     }
+    /*
+     * Graph counts the requests of the application in this tenant together,
+     * so the fetch workers' client and the subscription manager's client
+     * share one set of budgets.
+     */
+    struct crd_graph_limits_options limits_options = {
+        .tenant_requests = config->fetch.requests_per_window,
+        .record_requests = config->fetch.record_requests_per_window,
+        .list_requests = CRD_GRAPH_LIST_REQUESTS,
+        .window_ms = (unsigned)config->fetch.rate_window_ms,
+    };
+    int r = crd_graph_limits_new(&limits_options, &services->graph_limits, err);
+    if (r < 0) {
+        return crd_error_prefix(err, "cannot set up the Graph request budgets");
+    }
     struct crd_graph_options options = {
         .graph_url = config->graph.graph_url,
         .login_url = config->graph.login_url,
@@ -221,10 +236,14 @@ static int start_graph(struct services *services, struct crd_error *err)
                                                                          : 500),
         .backoff_max_ms = (unsigned)(config->fetch.retry_max_ms < 30000 ? config->fetch.retry_max_ms
                                                                          : 30000),
+        .limits = services->graph_limits,
     };
-    int r = crd_graph_new(&options, &services->graph, err);
+    r = crd_graph_new(&options, &services->graph, err);
     if (r == 0) {
         r = crd_graph_new(&options, &services->subscription_graph, err);
+    }
+    if (r == 0) {
+        r = crd_graph_new(&options, &services->reconcile_graph, err);
     }
     if (r < 0) {
         return crd_error_prefix(err, "cannot set up the Graph client");
@@ -309,10 +328,35 @@ static int start_fetcher(struct services *services, struct crd_error *err)
         .not_found_horizon_ms = (int64_t)config->fetch.not_found_horizon_ms,
         .retry_base_ms = (int64_t)config->fetch.retry_base_ms,
         .retry_max_ms = (int64_t)config->fetch.retry_max_ms,
+        .max_attempts = config->fetch.max_attempts,
     };
     int r = crd_fetcher_start(&options, &services->fetcher, err);
     if (r < 0) {
         return crd_error_prefix(err, "cannot start the fetch workers");
+    }
+    return 0;
+}
+
+static int start_reconciler(struct services *services, struct crd_error *err)
+{
+    const struct crd_config *config = services->config;
+    if (config->reconcile.interval_ms == 0) {
+        crd_log_info(NULL, "reconciling is off ([reconcile] interval = 0)");
+        return 0;
+    }
+    struct crd_reconciler_options options = {
+        .graph = services->reconcile_graph,
+        .store = services->store,
+        .tenant = config->graph.tenant,
+        .interval_ms = (int64_t)config->reconcile.interval_ms,
+        .window_ms = (int64_t)config->reconcile.window_ms,
+        .startup_max_ms = (int64_t)config->reconcile.startup_max_ms,
+        .on_jobs = wake_fetcher_after_backfill,
+        .on_jobs_context = services,
+    };
+    int r = crd_reconciler_start(&options, &services->reconciler, err);
+    if (r < 0) {
+        return crd_error_prefix(err, "cannot start the reconciler");
     }
     return 0;
 }
@@ -361,6 +405,9 @@ int services_start(const struct crd_config *config, struct services *services)
         r = start_fetcher(services, &err);
     }
     if (r == 0) {
+        r = start_reconciler(services, &err);
+    }
+    if (r == 0) {
         r = create_subscription_manager(services, &err);
     }
     if (r == 0) {
@@ -399,6 +446,8 @@ void services_stop(struct services *services)
     free(services->lifecycle_url);
     services->notification_url = NULL;
     services->lifecycle_url = NULL;
+    crd_reconciler_stop(services->reconciler);
+    services->reconciler = NULL;
     crd_fetcher_stop(services->fetcher);
     services->fetcher = NULL;
     for (size_t i = 0; i < services->n_sinks; i++) {
@@ -413,6 +462,10 @@ void services_stop(struct services *services)
     services->graph = NULL;
     crd_graph_free(services->subscription_graph);
     services->subscription_graph = NULL;
+    crd_graph_free(services->reconcile_graph);
+    services->reconcile_graph = NULL;
+    crd_graph_limits_free(services->graph_limits);
+    services->graph_limits = NULL;
     crd_assertion_signer_free(services->assertion_signer);
     services->assertion_signer = NULL;
     crd_secret_free(services->client_state);

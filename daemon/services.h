@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The running parts of callrecd and the order in which they start and stop:
- * store, Graph clients, sink dispatchers, fetch workers, listener,
- * subscription manager. The listener starts after every part that handles a
+ * store, Graph clients, sink dispatchers, fetch workers, reconciler,
+ * listener, subscription manager. The reconciler stops before the fetch
+ * workers, whose queue it fills. The listener starts after every part that handles a
  * notification runs, so none is accepted too early. The subscription
  * manager starts last because Graph validates the listener's URLs while a
  * subscription is created, and stops first. The listener stops next, so no
@@ -16,6 +17,7 @@
 #include "fetcher.h"
 #include "graph.h"
 #include "listener.h"
+#include "reconciler.h"
 #include "secret.h"
 #include "store.h"
 #include "subscription.h"
@@ -25,14 +27,17 @@ struct services {
     struct crd_store *store;
     struct crd_secret *client_state;
     struct crd_assertion_signer *assertion_signer;  /* NULL with a client secret */
+    struct crd_graph_limits *graph_limits; /* request budgets shared by both Graph clients */
     struct crd_graph *graph;
     struct crd_graph *subscription_graph;  /* the manager's own client: stopping cancels it */
+    struct crd_graph *reconcile_graph;     /* the reconciler's own client, for the same reason */
     char *notification_url;                /* public_url + notification_path */
     char *lifecycle_url;                   /* public_url + lifecycle_path */
     struct crd_dispatcher **dispatchers;   /* one per [sink NAME], in file order */
     const char **sink_names;
     size_t n_sinks;
     struct crd_fetcher *fetcher;
+    struct crd_reconciler *reconciler;     /* NULL when [reconcile] interval is 0 */
     struct crd_listener *listener;
     struct crd_subscription *subscription;
 };

@@ -202,6 +202,33 @@ static const struct conf_option fetch_options[] = {
     {.name = "retry_max", .type = CONF_DURATION, .default_value = "10min", .unit = "ms",
      CONF_CFG(fetch.retry_max_ms), .min = 10, .max = 24 * 3600 * 1000,
      .description = "Maximum delay between fetch attempts"},
+    {.name = "max_attempts", .type = CONF_UNSIGNED, .default_value = "20",
+     CONF_CFG(fetch.max_attempts), .min = 0, .max = 1000000,
+     .description = "Fetch attempts after which a failing job goes to the dead letters; "
+                    "0: unlimited"},
+    {.name = "requests_per_20s", .type = CONF_UNSIGNED, .default_value = "1500",
+     CONF_CFG(fetch.requests_per_window), .min = 0, .max = 15000,
+     .description = "Call-record requests per 20 s for this application and tenant (Graph allows "
+                    "1500); lower it to leave room for other applications, 0 turns pacing off"},
+    {.name = "record_requests_per_20s", .type = CONF_UNSIGNED, .default_value = "40",
+     CONF_CFG(fetch.record_requests_per_window), .min = 0, .max = 15000,
+     .description = "Requests per 20 s for one call record (Graph allows 40); 0 turns it off"},
+    {.name = "rate_window", .type = CONF_DURATION, .default_value = "20s", .unit = "ms",
+     CONF_CFG(fetch.rate_window_ms), .min = 100, .max = 3600 * 1000,
+     .description = "Window of the two request limits above; keep 20s outside of tests"},
+};
+
+static const struct conf_option reconcile_options[] = {
+    {.name = "interval", .type = CONF_DURATION, .default_value = "15min", .unit = "ms",
+     CONF_CFG(reconcile.interval_ms), .min = 0, .max = 24ULL * 3600 * 1000,
+     .description = "Time between two listings of recent call records; 0 turns reconciling off"},
+    {.name = "window", .type = CONF_DURATION, .default_value = "3h", .unit = "ms",
+     CONF_CFG(reconcile.window_ms), .min = 1000, .max = 720ULL * 3600 * 1000,
+     .description = "Each listing covers the calls that started this long ago or later"},
+    {.name = "startup_max", .type = CONF_DURATION, .default_value = "720h", .unit = "ms",
+     CONF_CFG(reconcile.startup_max_ms), .min = 1000, .max = 720ULL * 3600 * 1000,
+     .description = "How far back the listing at start may reach after an outage (Graph keeps "
+                    "call records for 30 days)"},
 };
 
 static const struct conf_option log_options[] = {
@@ -219,6 +246,10 @@ static const struct conf_option sink_options[] = {
     {.name = "fsync", .type = CONF_ENUM, .default_value = "never", CONF_SINK(fsync),
      CONF_NAMES(fsync_names), .sink_types = 1u << CRD_SINK_FILE,
      .description = "never, or record: fsync after every record"},
+    {.name = "max_attempts", .type = CONF_UNSIGNED, .default_value = "0",
+     CONF_SINK(max_attempts), .min = 0, .max = 1000000,
+     .description = "Delivery attempts after which a failing delivery goes to the dead letters; "
+                    "0: unlimited"},
 };
 
 const struct conf_section_def conf_section_defs[CONF_KIND__COUNT] = {
@@ -228,6 +259,7 @@ const struct conf_section_def conf_section_defs[CONF_KIND__COUNT] = {
                                 ARRAY_SIZE(subscription_options)},
     [CONF_KIND_STORE] = {"store", store_options, ARRAY_SIZE(store_options)},
     [CONF_KIND_FETCH] = {"fetch", fetch_options, ARRAY_SIZE(fetch_options)},
+    [CONF_KIND_RECONCILE] = {"reconcile", reconcile_options, ARRAY_SIZE(reconcile_options)},
     [CONF_KIND_LOG] = {"log", log_options, ARRAY_SIZE(log_options)},
     [CONF_KIND_SINK] = {"sink", sink_options, ARRAY_SIZE(sink_options)},
 };
@@ -237,6 +269,7 @@ _Static_assert(ARRAY_SIZE(listener_options) <= CONF_MAX_OPTIONS, "listener table
 _Static_assert(ARRAY_SIZE(subscription_options) <= CONF_MAX_OPTIONS, "subscription table");
 _Static_assert(ARRAY_SIZE(store_options) <= CONF_MAX_OPTIONS, "store table");
 _Static_assert(ARRAY_SIZE(fetch_options) <= CONF_MAX_OPTIONS, "fetch table");
+_Static_assert(ARRAY_SIZE(reconcile_options) <= CONF_MAX_OPTIONS, "reconcile table");
 _Static_assert(ARRAY_SIZE(log_options) <= CONF_MAX_OPTIONS, "log table");
 _Static_assert(ARRAY_SIZE(sink_options) <= CONF_MAX_OPTIONS, "sink table");
 
@@ -415,7 +448,7 @@ static void apply_section(struct loader *ld, struct conf_section *s, void *base)
 /* ------------------------------------------------------------------------ */
 /* Checks across keys                                                       */
 
-static void validate_graph(struct loader *ld)
+static void validate_graph(struct loader *ld, bool load_secrets)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_GRAPH);
     struct crd_config *config = ld->config;
@@ -457,10 +490,12 @@ static void validate_graph(struct loader *ld)
         }
     }
 
-    conf_load_client_secret(ld);
+    if (load_secrets) {
+        conf_load_client_secret(ld);
+    }
 }
 
-static void validate_listener(struct loader *ld)
+static void validate_listener(struct loader *ld, bool load_secrets)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_LISTENER);
     struct crd_config *config = ld->config;
@@ -487,7 +522,9 @@ static void validate_listener(struct loader *ld)
                       "paths, e.g. /notify and /lifecycle");
     }
 
-    conf_load_tls(ld);
+    if (load_secrets) {
+        conf_load_tls(ld);
+    }
 }
 
 /*
@@ -561,7 +598,7 @@ static void validate_participant_filter(struct loader *ld, struct conf_section *
     config->subscription.resource = copy;
 }
 
-static void validate_subscription(struct loader *ld)
+static void validate_subscription(struct loader *ld, bool load_secrets)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_SUBSCRIPTION);
     struct crd_config *config = ld->config;
@@ -590,7 +627,9 @@ static void validate_subscription(struct loader *ld)
         validate_participant_filter(ld, s);
     }
 
-    conf_load_client_state(ld);
+    if (load_secrets) {
+        conf_load_client_state(ld);
+    }
 }
 
 static void validate_fetch(struct loader *ld)
@@ -775,9 +814,10 @@ int crd_config_load(const char *path, const struct crd_config_env *env,
         apply_section(&ld, s, base);
     }
 
-    validate_graph(&ld);
-    validate_listener(&ld);
-    validate_subscription(&ld);
+    bool skip_secrets = env != NULL && env->skip_secrets;
+    validate_graph(&ld, !skip_secrets);
+    validate_listener(&ld, !skip_secrets);
+    validate_subscription(&ld, !skip_secrets);
     validate_fetch(&ld);
     validate_store(&ld);
     validate_sinks(&ld);

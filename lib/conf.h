@@ -55,6 +55,7 @@ struct crd_config_sink {
     enum crd_sink_type type;
     char *path;            /* file: the JSON Lines file */
     enum crd_fsync_policy fsync;
+    unsigned max_attempts; /* then a failing delivery is dead-lettered; 0: unlimited */
     unsigned line;         /* line of the section header, for messages */
 };
 
@@ -119,7 +120,17 @@ struct crd_config {
         uint64_t not_found_horizon_ms;    /* 404 means "not available yet" this long after the first notification */
         uint64_t retry_base_ms;           /* first retry delay, doubled per attempt with jitter */
         uint64_t retry_max_ms;            /* cap of that delay */
+        unsigned max_attempts;            /* then a failing job is dead-lettered; 0: unlimited */
+        unsigned requests_per_window;     /* call-record requests per rate window; 0: unpaced */
+        unsigned record_requests_per_window; /* requests per call record per rate window; 0: unpaced */
+        uint64_t rate_window_ms;          /* the window both limits count over; 20 s for Graph */
     } fetch;
+
+    struct {
+        uint64_t interval_ms;             /* between reconciliation passes; 0: no reconciler */
+        uint64_t window_ms;               /* a pass lists the calls started this long ago or later */
+        uint64_t startup_max_ms;          /* how far back the first pass may reach */
+    } reconcile;
 
     struct {
         enum crd_log_level level;
@@ -159,6 +170,12 @@ struct crd_diagnostics {
 struct crd_config_env {
     const char *credentials_directory;
     const char *state_directory;
+    /*
+     * Leaves the secrets, the clientState and the TLS material unread and
+     * their fields NULL, for tools such as callrecctl that only need the
+     * state directory and the sinks.
+     */
+    bool skip_secrets;
 };
 
 /*

@@ -25,20 +25,12 @@
 #define DISPATCHER_STORE_ERROR_PAUSE_MS 1000
 
 /*
- * Maximum wait while a row is scheduled for later. Due times are wall-clock
- * times, and the wait runs on the monotonic clock, so a step of the wall
- * clock is noticed within this.
+ * Maximum wait while a row is scheduled for later or none is waiting. Due
+ * times are wall-clock times, and the wait runs on the monotonic clock, so a
+ * step of the wall clock is noticed within this, and so are rows that
+ * callrecctl retry put back into the outbox.
  */
 #define DISPATCHER_MAX_WAIT_MS (60 * 1000)
-
-/*
- * Due time of a parked row: never.
- * NOTE: a parked row also holds back the newer versions of its call for this
- * sink, because versions go out in ascending order. There is no dead-letter
- * table for parked rows yet. Until there is, an operator deletes the row
- * from the outbox by hand to let the newer versions through.
- */
-#define DISPATCHER_PARKED_DUE_AT_MS INT64_MAX
 
 /* Retry warnings and store errors: at most a burst of each per interval and sink. */
 #define DISPATCHER_LOG_INTERVAL_MS (60 * 1000)
@@ -50,6 +42,7 @@ struct crd_dispatcher {
     void *context;                             /* the sink instance */
     struct crd_store *store;
     struct crd_dispatcher_options options;
+    unsigned max_attempts;                     /* [sink NAME] max_attempts; 0: unlimited */
     struct crd_dispatcher_counters counters;
     struct crd_ratelimit retry_log;
     struct crd_ratelimit store_error_log;
@@ -287,19 +280,29 @@ static bool dispatcher_retry(struct crd_dispatcher *dispatcher, const struct crd
     return true;
 }
 
-static bool dispatcher_park(struct crd_dispatcher *dispatcher, const struct crd_delivery *delivery,
-                            const struct crd_log_ids *ids, const struct crd_error *sink_err)
+/*
+ * Moves the row to the dead letters after FATAL or the last attempt that
+ * max_attempts allows. The row leaves the outbox, so newer versions of the
+ * call go on to the sink.
+ */
+static bool dispatcher_dead_letter(struct crd_dispatcher *dispatcher,
+                                   const struct crd_delivery *delivery,
+                                   const struct crd_log_ids *ids, const struct crd_error *sink_err,
+                                   const char *why)
 {
     atomic_fetch_add(&dispatcher->counters.failed, 1);
-    CRD_LOG_AT(CRD_LOG_ERR, CRD_DISPATCHER_MESSAGE_ID_PARKED, ids,
-               "sink '%s': delivering call '%s' version %lld failed for good at attempt %u: %s; "
-               "parked in the outbox and not retried", dispatcher->name, delivery->call_id,
-               (long long)delivery->version, delivery->attempts + 1, sink_err->message);
+    CRD_LOG_AT(CRD_LOG_ERR, CRD_DISPATCHER_MESSAGE_ID_DEAD_LETTER, ids,
+               "sink '%s': delivering call '%s' version %lld of tenant '%s' failed %s at attempt "
+               "%u: %s; moved to the dead letters (callrecctl retry --call %s --sink %s re-arms "
+               "it)", dispatcher->name, delivery->call_id, (long long)delivery->version,
+               delivery->tenant_id, why, delivery->attempts + 1, sink_err->message,
+               delivery->call_id, dispatcher->name);
 
     struct crd_error err = {0};
-    if (crd_store_retry_delivery(dispatcher->store, delivery->id, DISPATCHER_PARKED_DUE_AT_MS,
-                                 sink_err->message, &err) < 0) {
-        dispatcher_log_store_error(dispatcher, ids, "parking the delivery failed", &err);
+    if (crd_store_dead_letter_delivery(dispatcher->store, delivery->id, sink_err->message,
+                                       &err) < 0) {
+        dispatcher_log_store_error(dispatcher, ids, "moving the delivery to the dead letters "
+                                   "failed, so it will be tried again", &err);
         return false;
     }
     return true;
@@ -322,9 +325,14 @@ static bool dispatcher_deliver(struct crd_dispatcher *dispatcher,
         store_ok = dispatcher_ack(dispatcher, delivery, &ids);
         break;
     case CRD_SINK_FATAL:
-        store_ok = dispatcher_park(dispatcher, delivery, &ids, &err);
+        store_ok = dispatcher_dead_letter(dispatcher, delivery, &ids, &err, "for good");
         break;
     default:
+        if (dispatcher->max_attempts > 0 && delivery->attempts + 1 >= dispatcher->max_attempts) {
+            store_ok = dispatcher_dead_letter(dispatcher, delivery, &ids, &err,
+                                              "and has no attempts left");
+            break;
+        }
         store_ok = dispatcher_retry(dispatcher, delivery, &ids, &err);
         break;
     }
@@ -349,7 +357,8 @@ static int64_t dispatcher_step(struct crd_dispatcher *dispatcher)
                                      &next_due_ms, &err);
     if (r == -ENOENT) {
         if (next_due_ms == 0) {
-            return -1;
+            /* callrecctl retry may add rows from another process, without a wake. */
+            return DISPATCHER_MAX_WAIT_MS;
         }
         int64_t delay_ms = next_due_ms - now_ms;
         if (delay_ms < 1) {
@@ -520,6 +529,7 @@ int crd_dispatcher_start(const struct crd_config_sink *config,
         goto out;
     }
     dispatcher->store = store;
+    dispatcher->max_attempts = config->max_attempts;
     if (options != NULL) {
         dispatcher->options = *options;
     }

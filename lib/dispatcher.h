@@ -4,7 +4,8 @@
  * moves the sink's due outbox rows into the sink. Each row is claimed from
  * the store, wrapped in its JSON Lines envelope, handed to the sink's
  * deliver(), and then removed (OK), rescheduled with exponential backoff and
- * full jitter (RETRY), or parked (FATAL). Versions of one call reach the sink
+ * full jitter (RETRY), or moved to the dead letters (FATAL). A RETRY also
+ * moves the row there once [sink NAME] max_attempts is used up. Versions of one call reach the sink
  * in ascending order, because the store offers no version while an older one
  * is waiting for the same sink. A sink that fails does not hold up the others.
  *
@@ -15,8 +16,9 @@
  * than SIGPIPE.
  *
  * Logging: unlike the rest of lib/, the dispatcher logs at info, warning and
- * error level, because delivery errors end here and no caller receives them: each retry at warning (rate-limited), each parked delivery at error
- * with CRD_DISPATCHER_MESSAGE_ID_PARKED, a delivery that succeeds after
+ * error level, because delivery errors end here and no caller receives them:
+ * each retry at warning (rate-limited), each dead-lettered delivery at error
+ * with CRD_DISPATCHER_MESSAGE_ID_DEAD_LETTER, a delivery that succeeds after
  * retries at info, and store failures at error (rate-limited).
  */
 #ifndef CRD_DISPATCHER_H
@@ -30,8 +32,8 @@
 #include "sink.h"
 #include "store.h"
 
-/* MESSAGE_ID of the log entry for a parked delivery, for `journalctl MESSAGE_ID=`. */
-#define CRD_DISPATCHER_MESSAGE_ID_PARKED "2015811b222b41efb79b6dc0309afb6e"
+/* MESSAGE_ID of the log entry for a dead-lettered delivery, for `journalctl MESSAGE_ID=`. */
+#define CRD_DISPATCHER_MESSAGE_ID_DEAD_LETTER "2015811b222b41efb79b6dc0309afb6e"
 
 struct crd_dispatcher;
 
@@ -40,7 +42,7 @@ struct crd_dispatcher_options {
     int64_t backoff_max_ms;           /* maximum delay of any retry; 0: 5 minutes */
     /*
      * Called on the dispatcher thread after each delivery attempt has been
-     * recorded in the store (removed, rescheduled or parked), with the
+     * recorded in the store (removed, rescheduled or dead-lettered), with the
      * sink's result. For metrics and tests; may be NULL.
      */
     void (*after_delivery)(void *context, enum crd_sink_result result);
@@ -58,7 +60,7 @@ struct crd_dispatcher_options {
 struct crd_dispatcher_counters {
     atomic_uint_fast64_t delivered;   /* deliveries the sink confirmed */
     atomic_uint_fast64_t retried;     /* deliveries rescheduled after RETRY */
-    atomic_uint_fast64_t failed;      /* deliveries parked after FATAL */
+    atomic_uint_fast64_t failed;      /* deliveries moved to the dead letters */
 };
 
 /*

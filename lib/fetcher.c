@@ -124,15 +124,35 @@ static void reschedule(struct crd_fetcher *fetcher, const struct crd_job *job, i
     atomic_fetch_add(&fetcher->counters.retried, 1);
 }
 
+/* Moves the job to the dead letters, unless a notification since its claim re-armed it. */
 static void give_up(struct crd_fetcher *fetcher, const struct crd_job *job, const char *why)
 {
     struct crd_error err = {0};
     struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
     atomic_fetch_add(&fetcher->counters.failed, 1);
-    if (crd_store_fail_job(fetcher->options.store, job, why, &err) < 0) {
-        crd_log_err(&ids, "cannot mark the job failed: %s", err.message);
+    bool moved = false;
+    if (crd_store_dead_letter_job(fetcher->options.store, job, why, &moved, &err) < 0) {
+        /* The job stays 'running' and is recovered as pending at the next start. */
+        crd_log_err(&ids, "giving up on call record '%s' after %u attempts (%s), but moving the "
+                    "job to the dead letters failed: %s", job->call_id, job->attempts + 1, why,
+                    err.message);
+        return;
     }
-    crd_log_err(&ids, "giving up on call record after %u attempts: %s", job->attempts + 1, why);
+    if (!moved) {
+        crd_log_info(&ids, "call record '%s' failed (%s), but a notification arrived meanwhile; "
+                     "fetching it again", job->call_id, why);
+        return;
+    }
+    CRD_LOG_AT(CRD_LOG_ERR, CRD_FETCHER_MESSAGE_ID_DEAD_LETTER, &ids,
+               "giving up on call record '%s' of tenant '%s' after %u attempts: %s; moved to the "
+               "dead letters (callrecctl retry --call %s re-arms it)", job->call_id,
+               job->tenant_id, job->attempts + 1, why, job->call_id);
+}
+
+/* True when the attempt that just failed was the last one max_attempts allows. */
+static bool attempts_exhausted(const struct crd_fetcher *fetcher, unsigned attempt)
+{
+    return fetcher->options.max_attempts > 0 && attempt >= fetcher->options.max_attempts;
 }
 
 static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job, json_t *record)
@@ -205,6 +225,10 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
         return;
     }
     case EAGAIN: {
+        if (attempts_exhausted(fetcher, attempt)) {
+            give_up(fetcher, job, err->message);
+            return;
+        }
         int64_t delay = crd_fetcher_backoff_ms(attempt, options->retry_base_ms,
                                                options->retry_max_ms, random_u32());
         if (failure->retry_after_ms > delay) {
@@ -216,6 +240,10 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
         return;
     }
     case EACCES:
+        if (attempts_exhausted(fetcher, attempt)) {
+            give_up(fetcher, job, err->message);
+            return;
+        }
         crd_log_err(&ids, "fetch failed, permission denied: %s; retrying in %lld minutes", err->message,
                     (long long)(PERMISSION_RETRY_MS / 60000));
         reschedule(fetcher, job, PERMISSION_RETRY_MS, err->message);
@@ -273,11 +301,15 @@ static void *worker_main(void *argument)
         int r = crd_store_claim_job(fetcher->options.store, crd_time_now_ms(), &job, &next_due_ms,
                                     &err);
         if (r == -ENOENT) {
-            int64_t deadline = 0;
-            if (next_due_ms > 0) {
-                deadline = crd_time_monotonic_ms() + (next_due_ms - crd_time_now_ms());
+            /*
+             * Another process (callrecctl retry) may make a job due without
+             * waking this one, so the wait never exceeds retry_max_ms.
+             */
+            int64_t delay = fetcher->options.retry_max_ms;
+            if (next_due_ms > 0 && next_due_ms - crd_time_now_ms() < delay) {
+                delay = next_due_ms - crd_time_now_ms();
             }
-            wait_for_work(fetcher, generation, deadline);
+            wait_for_work(fetcher, generation, crd_time_monotonic_ms() + (delay > 1 ? delay : 1));
             continue;
         }
         if (r < 0) {

@@ -40,7 +40,15 @@ struct crd_fetcher_options {
     int64_t not_found_horizon_ms;
     int64_t retry_base_ms;                   /* first retry after a transient failure; 0: 5 s */
     int64_t retry_max_ms;                    /* cap of the retry backoff; 0: 10 minutes */
+    /*
+     * Fetch attempts of a job, 404s included, after which a failure other
+     * than a 404 moves it to the dead letters; 0: unlimited.
+     */
+    unsigned max_attempts;
 };
+
+/* MESSAGE_ID of the log entry for a job moved to the dead letters, for `journalctl MESSAGE_ID=`. */
+#define CRD_FETCHER_MESSAGE_ID_DEAD_LETTER "9c1f3e0a7b2d4c58a6e4f2b1d0c3a957"
 
 struct crd_fetcher_counters {
     atomic_uint_fast64_t fetched;            /* records fetched completely */

@@ -241,6 +241,7 @@ int crd_graph_new(const struct crd_graph_options *options, struct crd_graph **re
         goto out;
     }
 
+    graph->limits = options->limits;
     graph->max_attempts =
         options->max_attempts != 0 ? options->max_attempts : GRAPH_DEFAULT_MAX_ATTEMPTS;
     graph->backoff_base_ms =
@@ -314,6 +315,9 @@ void crd_graph_cancel(struct crd_graph *graph)
     pthread_mutex_lock(&graph->lock);
     pthread_cond_broadcast(&graph->wake);
     pthread_mutex_unlock(&graph->lock);
+    if (graph->limits != NULL) {
+        crd_graph_limits_wake(graph->limits);
+    }
     crd_auth_cancel(graph->auth);
 }
 
@@ -664,10 +668,28 @@ int crd_graph_send(struct graph_fetch *f, const char *method, const char *url, c
             return crd_error_prefix(err, "%s", what);
         }
 
+        struct graph_ticket ticket = {.record = -1};
+        if (graph->limits != NULL) {
+            int64_t wait_started_ms = crd_time_monotonic_ms();
+            r = crd_graph_limits_acquire(graph->limits, f->budget, f->call_id, &graph->cancelled,
+                                         &ticket, err);
+            if (r < 0) {
+                return crd_error_prefix(err, "%s", what);
+            }
+            int64_t waited_ms = crd_time_monotonic_ms() - wait_started_ms;
+            if (waited_ms > 0) {
+                crd_log_debug(CRD_LOG_GRAPH, &f->ids, "%s: waited %lld ms for the request budget",
+                              what, (long long)waited_ms);
+            }
+        }
+
         uint64_t generation = 0;
         int64_t retry_after_ms = -1;
         enum graph_attempt result = request_attempt(f, method, url, body, what, &generation,
                                                     ret_status, ret_json, &retry_after_ms, err);
+        if (graph->limits != NULL) {
+            crd_graph_limits_release(graph->limits, &ticket);
+        }
         int64_t delay_ms = 0;
         switch (result) {
         case GRAPH_ATTEMPT_OK:

@@ -22,6 +22,7 @@
 
 struct crd_graph;
 struct crd_graph_session;
+struct crd_graph_limits;
 
 struct crd_graph_options {
     const char *graph_url;                 /* "https://graph.microsoft.com", no trailing slash */
@@ -38,6 +39,30 @@ struct crd_graph_options {
     unsigned max_attempts;                 /* per request for transient failures; 0: 5 */
     unsigned backoff_base_ms;              /* first retry delay before jitter; 0: 500 */
     unsigned backoff_max_ms;               /* cap of the exponential backoff; 0: 30000 */
+    /*
+     * Request budgets that pace call-record and List call records requests;
+     * borrowed, must outlive the client. Give every client of one
+     * application and tenant the same object, because Graph counts their
+     * requests together. NULL: no pacing, only the reaction to 429.
+     */
+    struct crd_graph_limits *limits;
+};
+
+/*
+ * Graph's documented call-record limits, per 20 s: 1,500 requests per
+ * application per tenant, 40 per call record, and 40 for List call records.
+ */
+#define CRD_GRAPH_TENANT_REQUESTS 1500
+#define CRD_GRAPH_RECORD_REQUESTS 40
+#define CRD_GRAPH_LIST_REQUESTS 40
+#define CRD_GRAPH_RATE_WINDOW_MS 20000
+
+/* Request budgets per sliding window. A limit of 0 turns that budget off. */
+struct crd_graph_limits_options {
+    unsigned tenant_requests; /* every paced request of every client sharing the object */
+    unsigned record_requests; /* GETs of one call record, its sessions and participants pages */
+    unsigned list_requests;   /* List call records pages; these count for the tenant too */
+    unsigned window_ms;       /* 0: CRD_GRAPH_RATE_WINDOW_MS */
 };
 
 /* What Graph said about a failed request, for logs. Empty strings when unknown. */
@@ -74,7 +99,9 @@ void crd_graph_session_free(struct crd_graph_session *session);
  *
  * Transient failures (5xx, timeouts, dropped connections) are retried here
  * with exponential backoff and jitter up to max_attempts; 429 waits at the
- * throttle gate; 401 refreshes the token once.
+ * throttle gate; 401 refreshes the token once. Every request, retries
+ * included, first waits for the tenant and per-record budgets of
+ * options.limits.
  *
  * Returns 0 and sets *ret_record (the caller json_decref()s it), or:
  *   -ENOENT   404: not available yet, or past the 30-day retention;
@@ -132,12 +159,30 @@ typedef int (*crd_graph_call_record_fn)(const char *id, int64_t version, void *c
  * since the epoch, cut to whole seconds): GET
  * /v1.0/communications/callRecords?$filter=startDateTime ge <ISO 8601>, every
  * page. -EPROTO for an item without a string id and an integer version.
+ * Each page waits for the list and tenant budgets of options.limits.
  */
 int crd_graph_list_call_records(struct crd_graph_session *session, int64_t since_ms,
                                 crd_graph_call_record_fn on_record, void *context,
                                 struct crd_graph_failure *failure, struct crd_error *err);
 
-/* Wakes every request waiting at the throttle gate or in backoff, making it fail with -ECANCELED. */
+/*
+ * Creates the request budgets shared by the Graph clients of one application
+ * and tenant. A request is sent only while the requests of the last window
+ * (counted from their responses, which is never earlier than Graph counts
+ * them) and those in flight stay below each limit that applies to it; else
+ * it waits on a condition variable. Call records are tracked in a bounded
+ * table that reuses the entries of records idle for a whole window.
+ * Thread-safe. Free it with crd_graph_limits_free() after every client that
+ * uses it. Returns 0 or -ENOMEM.
+ */
+int crd_graph_limits_new(const struct crd_graph_limits_options *options,
+                         struct crd_graph_limits **ret_limits, struct crd_error *err);
+void crd_graph_limits_free(struct crd_graph_limits *limits);
+
+/*
+ * Wakes every request waiting at the throttle gate, in backoff or for a
+ * request budget, making it fail with -ECANCELED.
+ */
 void crd_graph_cancel(struct crd_graph *graph);
 
 /* Milliseconds until the throttle gate opens; 0 when open. */

@@ -366,6 +366,7 @@ int crd_graph_fetch_call_record(struct crd_graph_session *session, const char *c
         .ids = {.call_id = call_id},
         .failure = failure,
         .not_found_hint = " (not generated yet, or past the 30-day retention)",
+        .budget = GRAPH_BUDGET_RECORD,
     };
 
     if (call_id == NULL || !crd_guid_is_valid(call_id, strlen(call_id))) {
@@ -424,9 +425,10 @@ out:
 
 /* ---- listings ------------------------------------------------------------------------------ */
 
-int crd_graph_list(struct crd_graph_session *session, const char *url_or_path,
-                   crd_graph_item_fn on_item, void *context, struct crd_graph_failure *failure,
-                   struct crd_error *err)
+/* crd_graph_list() with the request budget its pages use. */
+static int list_collection(struct crd_graph_session *session, const char *url_or_path,
+                           enum graph_budget budget, crd_graph_item_fn on_item, void *context,
+                           struct crd_graph_failure *failure, struct crd_error *err)
 {
     struct crd_graph *graph = session->graph;
     struct crd_graph_failure local_failure;
@@ -444,7 +446,8 @@ int crd_graph_list(struct crd_graph_session *session, const char *url_or_path,
 
     char what[192];
     snprintf(what, sizeof(what), "list %.160s", url_or_path);
-    struct graph_fetch f = {.session = session, .graph = graph, .failure = failure};
+    struct graph_fetch f = {
+        .session = session, .graph = graph, .failure = failure, .budget = budget};
 
     if (atomic_load(&graph->cancelled)) {
         r = crd_error_set(err, -ECANCELED, "%s: cancelled", what);
@@ -506,6 +509,14 @@ out:
     return r;
 }
 
+int crd_graph_list(struct crd_graph_session *session, const char *url_or_path,
+                   crd_graph_item_fn on_item, void *context, struct crd_graph_failure *failure,
+                   struct crd_error *err)
+{
+    return list_collection(session, url_or_path, GRAPH_BUDGET_NONE, on_item, context, failure,
+                           err);
+}
+
 /* Context of crd_graph_list_call_records(): the caller's callback for each list item. */
 struct call_record_listing {
     crd_graph_call_record_fn on_record;
@@ -543,5 +554,6 @@ int crd_graph_list_call_records(struct crd_graph_session *session, int64_t since
              "/v1.0/communications/callRecords", since);
 
     struct call_record_listing listing = {.on_record = on_record, .context = context};
-    return crd_graph_list(session, path, list_call_record_item, &listing, failure, err);
+    return list_collection(session, path, GRAPH_BUDGET_LIST, list_call_record_item, &listing,
+                           failure, err);
 }

@@ -25,6 +25,7 @@ struct crd_graph {
     unsigned backoff_base_ms;
     unsigned backoff_max_ms;
     struct crd_auth *auth;
+    struct crd_graph_limits *limits; /* borrowed and shared with other clients; may be NULL */
     atomic_bool cancelled;
 
     pthread_mutex_t lock;    /* protects gate_open_at_ms; the waits below use it */
@@ -42,6 +43,20 @@ struct crd_graph_session {
     uint64_t random_state; /* for jitter and client-request-ids (splitmix64) */
 };
 
+/* Which request budgets of struct crd_graph_limits a request uses besides the tenant's. */
+enum graph_budget {
+    GRAPH_BUDGET_NONE,   /* not paced: subscriptions and other resources */
+    GRAPH_BUDGET_RECORD, /* one call record, its sessions or participants: graph_fetch.call_id */
+    GRAPH_BUDGET_LIST,   /* a page of List call records */
+};
+
+/* The budgets one request took, to give back when its response has arrived. */
+struct graph_ticket {
+    bool tenant;
+    bool list;
+    long record; /* index into the record table, or -1 */
+};
+
 /* State of one public graph call: a record fetch, a listing or a single request. */
 struct graph_fetch {
     struct crd_graph_session *session;
@@ -54,6 +69,7 @@ struct graph_fetch {
     size_t visited_capacity;
     unsigned pages;
     const char *not_found_hint; /* appended to a 404's message; "" or NULL for none */
+    enum graph_budget budget;
 };
 
 /* Outcome of one HTTP attempt. */
@@ -83,5 +99,21 @@ int crd_graph_check_host(const struct crd_graph *graph, const char *url, const c
 
 /* Frees the URLs a graph_fetch remembered. */
 void crd_graph_fetch_clear(struct graph_fetch *f);
+
+/* ---- request budgets (graph_limits.c) ----------------------------------------------------- */
+/*
+ * Waits until every budget that budget and call_id select has room, then
+ * takes one request from each and fills *ret_ticket. Returns 0, or
+ * -ECANCELED once *cancelled is set and crd_graph_limits_wake() was called.
+ */
+int crd_graph_limits_acquire(struct crd_graph_limits *limits, enum graph_budget budget,
+                             const char *call_id, const atomic_bool *cancelled,
+                             struct graph_ticket *ret_ticket, struct crd_error *err);
+
+/* Counts the ticket's request as done now, which starts its time in the window. */
+void crd_graph_limits_release(struct crd_graph_limits *limits, const struct graph_ticket *ticket);
+
+/* Wakes every waiter of crd_graph_limits_acquire(), so that it checks its cancel flag. */
+void crd_graph_limits_wake(struct crd_graph_limits *limits);
 
 #endif

@@ -82,6 +82,32 @@ static const char *const store_migrations[] = {
     "  FOREIGN KEY (tenant_id, call_id, version) REFERENCES records (tenant_id, call_id, version)"
     ");"
     "CREATE INDEX outbox_sink_due_at ON outbox (sink, due_at);",
+
+    /*
+     * 3: dead letters, the jobs and deliveries given up after their retries or
+     * a permanent failure, kept until an operator retries them. A job's
+     * dead letter has no version and no sink. first_failed_at on jobs and
+     * outbox is the time of the first failed attempt since the last success.
+     */
+    "ALTER TABLE jobs ADD COLUMN first_failed_at INTEGER;"
+    "ALTER TABLE outbox ADD COLUMN first_failed_at INTEGER;"
+    "CREATE TABLE dead_letters ("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('job', 'delivery')),"
+    "  tenant_id TEXT NOT NULL,"
+    "  call_id TEXT NOT NULL,"
+    "  version INTEGER,"
+    "  sink TEXT,"
+    "  attempts INTEGER NOT NULL,"
+    "  last_error TEXT,"
+    "  first_failed_at INTEGER NOT NULL,"
+    "  last_failed_at INTEGER NOT NULL,"
+    "  CHECK ((kind = 'job') = (sink IS NULL AND version IS NULL))"
+    ");"
+    "CREATE UNIQUE INDEX dead_letters_job ON dead_letters (tenant_id, call_id)"
+    "  WHERE kind = 'job';"
+    "CREATE UNIQUE INDEX dead_letters_delivery ON dead_letters (sink, tenant_id, call_id, version)"
+    "  WHERE kind = 'delivery';",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
@@ -104,6 +130,7 @@ static const char store_enqueue_sql[] =
     "  state = CASE WHEN state IN ('done', 'failed') THEN 'pending' ELSE state END,"
     "  due_at = CASE WHEN state IN ('done', 'failed') THEN excluded.due_at ELSE due_at END,"
     "  attempts = CASE WHEN state IN ('done', 'failed') THEN 0 ELSE attempts END,"
+    "  first_failed_at = CASE WHEN state IN ('done', 'failed') THEN NULL ELSE first_failed_at END,"
     "  updated_at = excluded.updated_at";
 
 static const char store_get_setting_sql[] = "SELECT value FROM settings WHERE key = ?1";

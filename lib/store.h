@@ -218,4 +218,91 @@ int crd_store_count_deliveries(struct crd_store *store, const char *sink, int64_
 
 void crd_delivery_clear(struct crd_delivery *delivery);
 
+/*
+ * Number of jobs in one state ("pending", "running", "done" or "failed"), for
+ * status. -EINVAL for another state.
+ */
+int crd_store_count_jobs(struct crd_store *store, const char *state, int64_t *ret_count,
+                         struct crd_error *err);
+
+/* ---- dead letters: jobs and deliveries given up, kept until an operator retries them ---------- */
+
+enum crd_dead_letter_kind {
+    CRD_DEAD_LETTER_JOB,
+    CRD_DEAD_LETTER_DELIVERY,
+    CRD_DEAD_LETTER_KIND__COUNT
+};
+
+/* One dead letter, as crd_store_list_dead_letters() hands it to its callback. */
+struct crd_dead_letter {
+    int64_t id;
+    enum crd_dead_letter_kind kind;
+    char tenant_id[CRD_GUID_LEN + 1];
+    char call_id[CRD_GUID_LEN + 1];
+    int64_t version;                           /* deliveries; -1 for a job */
+    char sink[65];                             /* deliveries; "" for a job */
+    unsigned attempts;                         /* failed attempts in all */
+    const char *last_error;                    /* borrowed for the callback; "" when none */
+    int64_t first_failed_at_ms;                /* first failed attempt since the last success */
+    int64_t last_failed_at_ms;                 /* when it was moved to the dead letters */
+};
+
+/*
+ * Called once per dead letter, with the store's lock held: it must not call
+ * the store. Returns 0 to go on, or a negative code that stops the listing
+ * and becomes its result.
+ */
+typedef int (*crd_dead_letter_fn)(const struct crd_dead_letter *letter, void *context);
+
+/* "job" or "delivery". */
+const char *crd_dead_letter_kind_name(enum crd_dead_letter_kind kind);
+
+/*
+ * Gives the claimed job up into the dead letters, in one transaction: the
+ * job becomes 'failed' with one more attempt and last_error, and a dead
+ * letter of kind job records it. A job notified since its claim is made
+ * pending and due now instead, as in crd_store_fail_job(), and gets no dead
+ * letter. *ret_moved (may be NULL) tells which happened. A later
+ * notification re-arms the failed job as before, and the job's dead letter
+ * is removed when a fetch of the call completes. -ENOENT when the job does
+ * not exist.
+ */
+int crd_store_dead_letter_job(struct crd_store *store, const struct crd_job *job,
+                              const char *last_error, bool *ret_moved, struct crd_error *err);
+
+/*
+ * Moves outbox row id into the dead letters in one transaction, counting
+ * the attempt that just failed and keeping last_error. The row leaves the
+ * outbox, so newer versions of the call go on to the sink; the stored
+ * record stays for a retry. -ENOENT when the row does not exist.
+ */
+int crd_store_dead_letter_delivery(struct crd_store *store, int64_t id, const char *last_error,
+                                   struct crd_error *err);
+
+/* Calls fn for every dead letter, oldest last failure first. */
+int crd_store_list_dead_letters(struct crd_store *store, crd_dead_letter_fn fn, void *context,
+                                struct crd_error *err);
+
+/*
+ * Number of dead letters of one kind. For deliveries, sink selects one
+ * sink's; NULL counts every sink's. sink must be NULL for jobs.
+ */
+int crd_store_count_dead_letters(struct crd_store *store, enum crd_dead_letter_kind kind,
+                                 const char *sink, int64_t *ret_count, struct crd_error *err);
+
+/*
+ * Re-arms dead letters in one transaction and removes them: a job becomes
+ * pending with no attempts and due at now_ms (a running job is left alone),
+ * and a delivery goes back to the outbox due at now_ms. call_id (NULL: every
+ * call) and sink (NULL: jobs and every sink's deliveries; else only that
+ * sink's deliveries) select them. *ret_jobs and *ret_deliveries (each may
+ * be NULL) get the numbers re-armed.
+ *
+ * NOTE: a re-armed delivery goes out even when a newer version of the call
+ * already reached the sink, so that sink then sees the versions out of order.
+ */
+int crd_store_retry_dead_letters(struct crd_store *store, const char *call_id, const char *sink,
+                                 int64_t now_ms, int64_t *ret_jobs, int64_t *ret_deliveries,
+                                 struct crd_error *err);
+
 #endif

@@ -60,12 +60,12 @@ static const char finish_job_sql[] =
     "UPDATE jobs SET"
     "  state = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN 'pending' ELSE 'done' END,"
     "  due_at = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN ?4 ELSE due_at END,"
-    "  attempts = 0, last_error = NULL, updated_at = ?4"
+    "  attempts = 0, last_error = NULL, first_failed_at = NULL, updated_at = ?4"
     " WHERE tenant_id = ?1 AND call_id = ?2 AND state = 'running'";
 
 static const char reschedule_job_sql[] =
     "UPDATE jobs SET state = 'pending', due_at = ?3, attempts = attempts + 1, last_error = ?5,"
-    "  updated_at = ?4"
+    "  first_failed_at = coalesce(first_failed_at, ?4), updated_at = ?4"
     " WHERE tenant_id = ?1 AND call_id = ?2";
 
 /* Gives a fetch up, unless a notification since the claim makes the job due again at ?4. */
@@ -74,7 +74,7 @@ static const char fail_job_sql[] =
     "  state = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN 'pending' ELSE 'failed' END,"
     "  due_at = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN ?4 ELSE due_at END,"
     "  attempts = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN 0 ELSE attempts + 1 END,"
-    "  last_error = ?5, updated_at = ?4"
+    "  first_failed_at = coalesce(first_failed_at, ?4), last_error = ?5, updated_at = ?4"
     " WHERE tenant_id = ?1 AND call_id = ?2";
 
 /* Copies a text column into buf. Returns false when it is longer than size - 1. */
@@ -483,6 +483,57 @@ out:
     return r;
 }
 
+/*
+ * Records a job that fail_job_sql just left 'failed' as a dead letter, or
+ * updates its earlier dead letter. ?3 is now. A job that was re-armed instead
+ * matches no row, so it gets no dead letter.
+ */
+static const char insert_job_dead_letter_sql[] =
+    "INSERT INTO dead_letters (kind, tenant_id, call_id, attempts, last_error, first_failed_at,"
+    "                          last_failed_at)"
+    " SELECT 'job', tenant_id, call_id, attempts, last_error, coalesce(first_failed_at, ?3), ?3"
+    " FROM jobs WHERE tenant_id = ?1 AND call_id = ?2 AND state = 'failed'"
+    " ON CONFLICT (tenant_id, call_id) WHERE kind = 'job' DO UPDATE SET"
+    "  attempts = excluded.attempts, last_error = excluded.last_error,"
+    "  last_failed_at = excluded.last_failed_at";
+
+/* A completed fetch makes an earlier dead letter of the call's job obsolete. */
+static const char delete_job_dead_letter_sql[] =
+    "DELETE FROM dead_letters WHERE kind = 'job' AND tenant_id = ?1 AND call_id = ?2";
+
+/*
+ * Runs a statement that is prepared for this call only, with ?1 the tenant
+ * id, ?2 the call id and ?3 now_ms. These statements run once per given-up
+ * or completed job, so they are not worth a cached slot.
+ */
+static int store_run_job_sql_locked(struct crd_store *store, const char *sql,
+                                    const struct crd_job *job, int64_t now_ms, const char *what,
+                                    int64_t *ret_changes, struct crd_error *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = crd_store_bind_text(stmt, 1, job->tenant_id);
+    }
+    if (rc == SQLITE_OK) {
+        rc = crd_store_bind_text(stmt, 2, job->call_id);
+    }
+    if (rc == SQLITE_OK && sqlite3_bind_parameter_count(stmt) >= 3) {
+        rc = sqlite3_bind_int64(stmt, 3, now_ms);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+    }
+    int r = 0;
+    if (rc != SQLITE_DONE) {
+        r = crd_store_fail(store, rc, what, err);
+    } else if (ret_changes != NULL) {
+        *ret_changes = sqlite3_changes(store->db);
+    }
+    sqlite3_finalize(stmt);
+    return r;
+}
+
 /* Stores the record and its outbox rows when it is newer than the stored versions. */
 static int store_add_version_locked(struct crd_store *store, const struct crd_job *job,
                                     const struct crd_record_version *record,
@@ -546,6 +597,11 @@ int crd_store_complete_job(struct crd_store *store, const struct crd_job *job,
     int64_t values[] = {job->notification_count, now_ms};
     r = store_update_job_locked(store, CRD_STORE_STMT_FINISH_JOB, finish_job_sql, job, values, 2,
                                 NULL, "finishing the job", &finished, err);
+    if (r < 0) {
+        goto out;
+    }
+    r = store_run_job_sql_locked(store, delete_job_dead_letter_sql, job, now_ms,
+                                 "removing the job's dead letter", NULL, err);
     if (r < 0) {
         goto out;
     }
@@ -619,6 +675,58 @@ int crd_store_fail_job(struct crd_store *store, const struct crd_job *job, const
     int64_t values[] = {job->notification_count, crd_time_now_ms()};
     return store_change_job(store, CRD_STORE_STMT_FAIL_JOB, fail_job_sql, job, values, 2,
                             last_error, "marking the job failed", err);
+}
+
+int crd_store_dead_letter_job(struct crd_store *store, const struct crd_job *job,
+                              const char *last_error, bool *ret_moved, struct crd_error *err)
+{
+    if (store == NULL) {
+        return crd_error_set(err, -EINVAL, "store: dead_letter_job called without a store");
+    }
+    int r = store_check_job(job, "dead_letter_job", err);
+    if (r < 0) {
+        return r;
+    }
+
+    pthread_mutex_lock(&store->lock);
+
+    int64_t now_ms = crd_time_now_ms();
+    bool changed = false;
+    int64_t inserted = 0;
+    r = crd_store_exec(store, "BEGIN IMMEDIATE", "starting to dead-letter a job", err);
+    if (r < 0) {
+        goto out;
+    }
+    int64_t values[] = {job->notification_count, now_ms};
+    r = store_update_job_locked(store, CRD_STORE_STMT_FAIL_JOB, fail_job_sql, job, values, 2,
+                                last_error, "marking the job failed", &changed, err);
+    if (r < 0) {
+        goto out;
+    }
+    if (!changed) {
+        r = crd_error_set(err, -ENOENT, "database '%s': no job for call '%s' to dead-letter",
+                          store->path, job->call_id);
+        goto out;
+    }
+    r = store_run_job_sql_locked(store, insert_job_dead_letter_sql, job, now_ms,
+                                 "recording the job's dead letter", &inserted, err);
+    if (r < 0) {
+        goto out;
+    }
+    r = crd_store_exec(store, "COMMIT", "committing the dead-lettered job", err);
+    if (r < 0) {
+        goto out;
+    }
+    if (ret_moved != NULL) {
+        *ret_moved = inserted > 0;
+    }
+
+out:
+    if (r < 0) {
+        crd_store_rollback(store);
+    }
+    pthread_mutex_unlock(&store->lock);
+    return r;
 }
 
 static const char newest_notified_job_sql[] =

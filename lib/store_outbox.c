@@ -14,6 +14,7 @@
 
 #include "store.h"
 #include "store_internal.h"
+#include "util.h"
 
 /*
  * Rows of one sink that no lower version of the same call is waiting ahead
@@ -45,7 +46,8 @@ static const char next_delivery_due_sql[] =
 static const char ack_delivery_sql[] = "DELETE FROM outbox WHERE id = ?1";
 
 static const char retry_delivery_sql[] =
-    "UPDATE outbox SET due_at = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1";
+    "UPDATE outbox SET due_at = ?2, attempts = attempts + 1, last_error = ?3,"
+    "  first_failed_at = coalesce(first_failed_at, ?4) WHERE id = ?1";
 
 static const char count_deliveries_sql[] = "SELECT count(*) FROM outbox WHERE sink = ?1";
 
@@ -197,6 +199,9 @@ static int outbox_change_row(struct crd_store *store, enum crd_store_statement w
     }
     if (rc == SQLITE_OK && due_at_ms != NULL) {
         rc = crd_store_bind_text(stmt, 3, last_error);
+    }
+    if (rc == SQLITE_OK && due_at_ms != NULL) {
+        rc = sqlite3_bind_int64(stmt, 4, crd_time_now_ms());
     }
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(stmt);

@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "reconciler.h"
 #include "subscription.h"
 #include "util.h"
 
@@ -553,47 +554,6 @@ static int check_subscription(struct crd_subscription *manager, struct crd_error
 
 /* ---- backfill --------------------------------------------------------------------------- */
 
-struct backfill {
-    struct crd_subscription *manager;
-    const char *tenant_id;
-    int64_t listed;
-    int64_t enqueued;
-};
-
-static int backfill_record(const char *id, int64_t version, void *context, struct crd_error *err)
-{
-    struct backfill *backfill = context;
-    struct crd_subscription *manager = backfill->manager;
-    backfill->listed++;
-    if (!crd_guid_is_valid(id, strlen(id))) {
-        crd_log_debug(CRD_LOG_SUBSCRIPTION, &manager->ids,
-                      "backfill: ignoring call record id '%.60s', "
-                      "which is not a GUID",
-                      id);
-        return 0;
-    }
-    int64_t stored = 0;
-    struct crd_error lookup_err = {0};
-    if (crd_store_newest_version(manager->options.store, backfill->tenant_id, id, &stored,
-                                 &lookup_err) == 0 &&
-        stored >= version) {
-        return 0;
-    }
-    struct crd_job_notice notice = {
-        .tenant_id = backfill->tenant_id,
-        .call_id = id,
-        .subscription_id = manager->ids.subscription,
-        .change_type = "backfill",
-        .notified_at_ms = crd_time_now_ms(),
-    };
-    int r = crd_store_enqueue_jobs(manager->options.store, &notice, 1, err);
-    if (r < 0) {
-        return crd_error_prefix(err, "backfill: cannot enqueue call record '%s'", id);
-    }
-    backfill->enqueued++;
-    return 0;
-}
-
 static int run_backfill(struct crd_subscription *manager, struct crd_error *err)
 {
     struct crd_store *store = manager->options.store;
@@ -630,9 +590,9 @@ static int run_backfill(struct crd_subscription *manager, struct crd_error *err)
         since_ms = started_at_ms - BACKFILL_MAX_AGE_MS;
     }
 
-    struct backfill backfill = {.manager = manager, .tenant_id = tenant};
-    int r = crd_graph_list_call_records(manager->session, since_ms, backfill_record, &backfill,
-                                        NULL, err);
+    struct crd_reconcile_counts backfill;
+    int r = crd_reconcile_since(manager->session, store, tenant, manager->ids.subscription,
+                                "backfill", since_ms, &backfill, err);
     if (backfill.enqueued > 0 && manager->options.on_jobs != NULL) {
         manager->options.on_jobs(manager->options.on_jobs_context);
     }

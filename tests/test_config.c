@@ -233,8 +233,8 @@ static const struct invalid_case invalid_cases[] = {
      "graph", "client_secret", "did you mean 'client_secret_file'?", 1},
     {"key of another section", GRAPH "port = 8443\n" SINK LISTENER, 5, "graph", "port",
      "'port' belongs in [listener]", 1},
-    {"unknown key without a suggestion", BASE "[fetch]\nbanana = 4\n", 12, "fetch", "banana",
-     "the keys of this section are workers, not_found_horizon, retry_base or retry_max", 1},
+    {"unknown key without a suggestion", BASE "[reconcile]\nbanana = 4\n", 12, "reconcile",
+     "banana", "the keys of this section are interval, window or startup_max", 1},
     {"unknown section with a suggestion", BASE "[listner]\nport = 1\nwhatever = 2\n", 11,
      "listner", NULL, "unknown section; did you mean [listener]?", 1},
     {"unknown section", BASE "[zzz]\n", 11, "zzz", NULL, "the sections are [graph]", 1},
@@ -375,6 +375,18 @@ static const struct invalid_case invalid_cases[] = {
      "retry_base", "is longer than retry_max", 1},
     {"bad fetch workers", BASE "[fetch]\nworkers = 0\n", 12, "fetch", "workers", "from 1 to 64",
      1},
+    {"fetch max_attempts not a number", BASE "[fetch]\nmax_attempts = many\n", 12, "fetch",
+     "max_attempts", "from 0 to 1000000", 1},
+    {"sink max_attempts out of range", BASE "[sink extra]\ntype = stdout\nmax_attempts = 2000000\n",
+     13, "sink extra", "max_attempts", "from 0 to 1000000", 1},
+    {"record budget out of range", BASE "[fetch]\nrecord_requests_per_20s = 20000\n", 12, "fetch",
+     "record_requests_per_20s", "from 0 to 15000", 1},
+    {"rate window too short", BASE "[fetch]\nrate_window = 10ms\n", 12, "fetch", "rate_window",
+     "out of range", 1},
+    {"reconcile window past retention", BASE "[reconcile]\nwindow = 800h\n", 12, "reconcile",
+     "window", "out of range", 1},
+    {"unknown reconcile key", BASE "[reconcile]\nintervall = 5min\n", 12, "reconcile",
+     "intervall", "did you mean 'interval'", 1},
     {"missing secret file", "[graph]\ntenant = contoso.onmicrosoft.com\nclient_id = " TEST_CLIENT_ID
                             "\nclient_secret_file = @DIR@/missing\n" SINK LISTENER,
      4, "graph", "client_secret_file", "No such file or directory; create it", 1},
@@ -581,6 +593,12 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(config->fetch.not_found_horizon_ms, 4ULL * 3600 * 1000);
     ck_assert_uint_eq(config->fetch.retry_base_ms, 5000);
     ck_assert_uint_eq(config->fetch.retry_max_ms, 10ULL * 60 * 1000);
+    ck_assert_uint_eq(config->fetch.requests_per_window, 1500);
+    ck_assert_uint_eq(config->fetch.record_requests_per_window, 40);
+    ck_assert_uint_eq(config->fetch.rate_window_ms, 20000);
+    ck_assert_uint_eq(config->reconcile.interval_ms, 15ULL * 60 * 1000);
+    ck_assert_uint_eq(config->reconcile.window_ms, 3ULL * 3600 * 1000);
+    ck_assert_uint_eq(config->reconcile.startup_max_ms, 30ULL * 24 * 3600 * 1000);
     ck_assert_int_eq(config->log.level, CRD_LOG_INFO);
     ck_assert_uint_eq(config->log.debug_mask, 0);
 
@@ -591,6 +609,47 @@ START_TEST(test_defaults)
     ck_assert_int_eq(config->sinks[0].fsync, CRD_FSYNC_NEVER);
     ck_assert_uint_eq(config->sinks[0].line, 5);
 
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(dead_letter_limits)
+{
+    struct crd_config *defaults = load_ok(BASE, NULL);
+    ck_assert_uint_eq(defaults->fetch.max_attempts, 20);
+    ck_assert_uint_eq(defaults->sinks[0].max_attempts, 0);
+    crd_config_free(defaults);
+
+    const char *text = BASE "[fetch]\n"
+                            "max_attempts = 0\n"
+                            "[sink extra]\n"
+                            "type = stdout\n"
+                            "max_attempts = 3\n";
+    struct crd_config *config = load_ok(text, NULL);
+    ck_assert_uint_eq(config->fetch.max_attempts, 0);
+    ck_assert_uint_eq(config->n_sinks, 2);
+    ck_assert_uint_eq(config->sinks[1].max_attempts, 3);
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(rate_and_reconcile_values)
+{
+    const char *text = BASE "[fetch]\n"
+                            "requests_per_20s = 0\n"
+                            "record_requests_per_20s = 10\n"
+                            "rate_window = 2s\n"
+                            "[reconcile]\n"
+                            "interval = 0\n"
+                            "window = 90min\n"
+                            "startup_max = 48h\n";
+    struct crd_config *config = load_ok(text, NULL);
+    ck_assert_uint_eq(config->fetch.requests_per_window, 0);
+    ck_assert_uint_eq(config->fetch.record_requests_per_window, 10);
+    ck_assert_uint_eq(config->fetch.rate_window_ms, 2000);
+    ck_assert_uint_eq(config->reconcile.interval_ms, 0);
+    ck_assert_uint_eq(config->reconcile.window_ms, 90ULL * 60 * 1000);
+    ck_assert_uint_eq(config->reconcile.startup_max_ms, 48ULL * 3600 * 1000);
     crd_config_free(config);
 }
 END_TEST
@@ -1329,7 +1388,9 @@ static Suite *config_suite(void)
     tc = tcase_create("valid");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, dead_letter_limits);
     tcase_add_test(tc, test_values);
+    tcase_add_test(tc, rate_and_reconcile_values);
     tcase_add_test(tc, test_state_directory_from_env);
     tcase_add_test(tc, test_long_lines);
     suite_add_tcase(s, tc);

@@ -778,7 +778,8 @@ START_TEST(test_dispatcher_retries_then_delivers)
 }
 END_TEST
 
-START_TEST(test_dispatcher_parks_fatal_delivery)
+/* FATAL moves each version to the dead letters, so the newer version is tried too. */
+START_TEST(test_dispatcher_dead_letters_fatal)
 {
     struct test_env env;
     env_init(&env);
@@ -792,28 +793,26 @@ START_TEST(test_dispatcher_parks_fatal_delivery)
 
     struct crd_dispatcher *dispatcher = start_ok(&config, &test_sink_descriptor, env.store,
                                                  &outcomes);
-    outcomes_wait(&outcomes, CRD_SINK_FATAL, 1);
+    outcomes_wait(&outcomes, CRD_SINK_FATAL, 2);
     outcomes_wait_idle(&outcomes, 1);
     int64_t started = crd_time_monotonic_ms();
     crd_dispatcher_stop(dispatcher);
     int64_t stop_ms = crd_time_monotonic_ms() - started;
 
     ck_assert_int_lt(stop_ms, STOP_DEADLINE_MS);
-    ck_assert_int_eq(count_rows(&env, "strict"), 2);
-    ck_assert_uint_eq(outcomes_get(&outcomes, CRD_SINK_FATAL), 1);
+    ck_assert_int_eq(count_rows(&env, "strict"), 0);
+    ck_assert_uint_eq(outcomes_get(&outcomes, CRD_SINK_FATAL), 2);
     struct crd_error err = {0};
-    struct crd_delivery delivery = {0};
-    int64_t next_due = 0;
-    ck_assert_int_eq(crd_store_claim_delivery(env.store, "strict", crd_time_now_ms(), &delivery,
-                                              &next_due, &err),
-                     -ENOENT);
-    ck_assert_int_eq(next_due, INT64_MAX);
+    int64_t dead = 0;
+    ck_assert_int_eq(crd_store_count_dead_letters(env.store, CRD_DEAD_LETTER_DELIVERY, "strict",
+                                                  &dead, &err), 0);
+    ck_assert_int_eq(dead, 2);
     env_cleanup(&env);
 }
 END_TEST
 
-/* A stored record that is not a JSON object can never be delivered, so it is parked. */
-START_TEST(test_dispatcher_parks_invalid_record)
+/* A stored record that is not a JSON object can never be delivered, so it is dead-lettered. */
+START_TEST(test_dispatcher_dead_letters_invalid)
 {
     struct test_env env;
     env_init(&env);
@@ -830,7 +829,12 @@ START_TEST(test_dispatcher_parks_invalid_record)
 
     ck_assert_uint_eq(counter(&crd_dispatcher_counters(dispatcher)->failed), 1);
     crd_dispatcher_stop(dispatcher);
-    ck_assert_int_eq(count_rows(&env, "archive"), 1);
+    ck_assert_int_eq(count_rows(&env, "archive"), 0);
+    struct crd_error err = {0};
+    int64_t dead = 0;
+    ck_assert_int_eq(crd_store_count_dead_letters(env.store, CRD_DEAD_LETTER_DELIVERY, "archive",
+                                                  &dead, &err), 0);
+    ck_assert_int_eq(dead, 1);
     assert_file_content(env.out_path, "");
     env_cleanup(&env);
 }
@@ -951,8 +955,8 @@ static Suite *sink_suite(void)
     tcase_add_test(dispatcher, test_backoff_full_jitter);
     tcase_add_test(dispatcher, test_dispatcher_delivers_versions_in_order);
     tcase_add_test(dispatcher, test_dispatcher_retries_then_delivers);
-    tcase_add_test(dispatcher, test_dispatcher_parks_fatal_delivery);
-    tcase_add_test(dispatcher, test_dispatcher_parks_invalid_record);
+    tcase_add_test(dispatcher, test_dispatcher_dead_letters_fatal);
+    tcase_add_test(dispatcher, test_dispatcher_dead_letters_invalid);
     tcase_add_test(dispatcher, test_dispatcher_reopen_and_wake);
     tcase_add_test(dispatcher, test_dispatcher_stop_while_idle);
     tcase_add_test(dispatcher, test_dispatcher_start_fails_cleanly);

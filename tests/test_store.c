@@ -1607,11 +1607,11 @@ START_TEST(test_migrate_version_1_keeps_jobs)
     struct crd_store *store = open_store_with(env.state_dir, CRD_DURABILITY_PROCESS, 0, &report);
 
     ck_assert_int_eq(report.schema_version_before, 1);
-    ck_assert_int_eq(report.schema_version, 2);
+    ck_assert_int_eq(report.schema_version, crd_store_schema_version());
     ck_assert_int_eq(report.pending_jobs, 2);
     ck_assert_int_eq(count_jobs(env.db_path), 3);
     db = raw_open(env.db_path);
-    ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
+    ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), crd_store_schema_version());
     ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM jobs WHERE claimed_at IS NULL"), 3);
     ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM records"), 0);
     ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM outbox"), 0);
