@@ -15,32 +15,6 @@
 #define CLIENT_STATE_SETTING "client_state"
 #define CLIENT_STATE_RANDOM_BYTES 32
 
-/* Encodes bytes as unpadded base64url, the alphabet Graph accepts in clientState. */
-static void base64url_encode(const unsigned char *in, size_t len, char *out)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < len) {
-            v |= (unsigned)in[i + 1] << 8;
-        }
-        if (i + 2 < len) {
-            v |= in[i + 2];
-        }
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-        if (i + 1 < len) {
-            out[o++] = alphabet[(v >> 6) & 63];
-        }
-        if (i + 2 < len) {
-            out[o++] = alphabet[v & 63];
-        }
-    }
-    out[o] = '\0';
-}
-
 /*
  * Returns the clientState to expect: the configured one, else the one kept in
  * the store, else a new random one that is stored before it is ever used.
@@ -72,7 +46,7 @@ static int obtain_client_state(const struct crd_config *config, struct crd_store
         return crd_error_set(err, -EIO, "cannot generate a clientState: the OpenSSL random "
                              "generator failed");
     }
-    base64url_encode(random_bytes, sizeof(random_bytes), encoded);
+    crd_base64url_encode(random_bytes, sizeof(random_bytes), encoded);
     r = crd_store_set_setting(store, CLIENT_STATE_SETTING, encoded, err);
     if (r == 0) {
         r = crd_secret_new(encoded, strlen(encoded), ret_state, err);

@@ -36,31 +36,6 @@ const char *crd_assertion_algorithm_name(enum crd_assertion_algorithm algorithm)
     return algorithm_names[algorithm];
 }
 
-void crd_base64url_encode(const unsigned char *in, size_t len, char *out)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < len) {
-            v |= (unsigned)in[i + 1] << 8;
-        }
-        if (i + 2 < len) {
-            v |= in[i + 2];
-        }
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-        if (i + 1 < len) {
-            out[o++] = alphabet[(v >> 6) & 63];
-        }
-        if (i + 2 < len) {
-            out[o++] = alphabet[v & 63];
-        }
-    }
-    out[o] = '\0';
-}
-
 int crd_assertion_signer_new(const char *certificate_pem, const struct crd_secret *key_pem,
                              enum crd_assertion_algorithm algorithm,
                              struct crd_assertion_signer **ret_signer, struct crd_error *err)

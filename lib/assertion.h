@@ -22,6 +22,7 @@
 
 #include "error.h"
 #include "secret.h"
+#include "util.h"
 
 enum crd_assertion_algorithm {
     CRD_ASSERTION_PS256,
@@ -56,8 +57,5 @@ int crd_assertion_sign(const struct crd_assertion_signer *signer, const char *au
                        struct crd_error *err);
 
 const char *crd_assertion_algorithm_name(enum crd_assertion_algorithm algorithm);
-
-/* Encodes in as unpadded base64url into out, which needs 4 * ((len + 2) / 3) + 1 bytes. */
-void crd_base64url_encode(const unsigned char *in, size_t len, char *out);
 
 #endif

@@ -166,3 +166,28 @@ int crd_time_parse_iso8601(const char *s, int64_t *ret_ms)
     *ret_ms = ((int64_t)seconds - (int64_t)offset_minutes * 60) * 1000 + millis;
     return 0;
 }
+
+void crd_base64url_encode(const unsigned char *in, size_t len, char *out)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16;
+        if (i + 1 < len) {
+            v |= (unsigned)in[i + 1] << 8;
+        }
+        if (i + 2 < len) {
+            v |= in[i + 2];
+        }
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        if (i + 1 < len) {
+            out[o++] = alphabet[(v >> 6) & 63];
+        }
+        if (i + 2 < len) {
+            out[o++] = alphabet[v & 63];
+        }
+    }
+    out[o] = '\0';
+}

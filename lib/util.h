@@ -32,4 +32,7 @@ char *crd_time_format_iso8601(int64_t ms, char *buf, size_t size);
  */
 int crd_time_parse_iso8601(const char *s, int64_t *ret_ms);
 
+/* Encodes in as unpadded base64url into out, which needs 4 * ((len + 2) / 3) + 1 bytes. */
+void crd_base64url_encode(const unsigned char *in, size_t len, char *out);
+
 #endif

@@ -215,6 +215,24 @@ START_TEST(non_rsa_key_rejected)
 }
 END_TEST
 
+START_TEST(base64url_known_vectors)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } vectors[] = {
+        {"", 0, ""}, {"f", 1, "Zg"}, {"fo", 2, "Zm8"}, {"foo", 3, "Zm9v"},
+        {"foob", 4, "Zm9vYg"}, {"\xfb\xff", 2, "-_8"}, {"\x00\x00\x00", 3, "AAAA"},
+    };
+    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+        char out[16];
+        crd_base64url_encode((const unsigned char *)vectors[i].in, vectors[i].len, out);
+        ck_assert_str_eq(out, vectors[i].out);
+    }
+}
+END_TEST
+
 START_TEST(garbage_rejected)
 {
     struct crd_secret *key = NULL;
@@ -239,6 +257,7 @@ int main(void)
     tcase_add_test(tcase, mismatched_key_rejected);
     tcase_add_test(tcase, non_rsa_key_rejected);
     tcase_add_test(tcase, garbage_rejected);
+    tcase_add_test(tcase, base64url_known_vectors);
     suite_add_tcase(suite, tcase);
 
     SRunner *runner = srunner_create(suite);
