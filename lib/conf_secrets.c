@@ -239,7 +239,8 @@ void conf_load_client_secret(struct loader *ld)
                 ld, CRD_DIAGNOSTIC_ERROR, s->line, s->label, "client_secret_file", NULL,
                 "no client secret%s; set client_secret_file = /etc/callrecd/client_secret "
                 "(mode 0600), or pass the credential 'client_secret' with systemd "
-                "(LoadCredential=client_secret:/etc/callrecd/client_secret)",
+                "(LoadCredential=client_secret:/etc/callrecd/client_secret), or use a "
+                "certificate with client_certificate_file and client_key_file",
                 note);
         }
         free(note);

@@ -50,6 +50,12 @@ static void stop_world(void)
     ck_assert_int_eq(crd_test_env_stop(&env), 0);
     crd_test_graph_stop(&graph);
     crd_test_env_destroy(&env);
+    if (getenv("CRD_KEEP_TEST_DIRS") == NULL) {
+        char *sink_dir = strdup(sink_path);
+        *strrchr(sink_dir, '/') = '\0';
+        crd_test_remove_tree(sink_dir);
+        free(sink_dir);
+    }
     free(sink_path);
     sink_path = NULL;
 }

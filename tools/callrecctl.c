@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "store.h"
@@ -243,6 +244,19 @@ int main(int argc, char **argv)
         .durability = config->store.durability,
     };
     struct crd_error err = {0};
+    /* Opening would create an empty store, which would look like a healthy idle daemon. */
+    char *db_path = NULL;
+    if (asprintf(&db_path, "%s/%s", config->store.state_directory, CRD_STORE_FILE_NAME) < 0) {
+        goto out;
+    }
+    if (access(db_path, F_OK) < 0) {
+        fprintf(stderr, "callrecctl: no callrecd database at '%s'; check [store] "
+                "state_directory in '%s' (or $STATE_DIRECTORY), or start callrecd once\n",
+                db_path, config_path);
+        free(db_path);
+        goto out;
+    }
+    free(db_path);
     if (crd_store_open(&store_options, &store, NULL, &err) < 0) {
         fprintf(stderr, "callrecctl: %s\n", err.message);
         goto out;
