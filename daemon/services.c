@@ -168,6 +168,68 @@ static void add_subscription_health(void *context, json_t *health)
     (void)json_object_set_new(health, "subscription", object);
 }
 
+/*
+ * Counts the sinks over a backlog bound and sets the fetcher's backpressure
+ * while there is one. Called on the dispatcher threads.
+ */
+static void note_backlog(void *context, bool over_bound)
+{
+    struct services *services = context;
+    pthread_mutex_lock(&services->backpressure_lock);
+    if (over_bound) {
+        services->sinks_over_bound++;
+    } else if (services->sinks_over_bound > 0) {
+        services->sinks_over_bound--;
+    }
+    if (services->fetcher != NULL) {
+        crd_fetcher_set_backpressure(services->fetcher, services->sinks_over_bound > 0);
+    }
+    pthread_mutex_unlock(&services->backpressure_lock);
+}
+
+/* Adds "backpressure": {sink, rows, oldestAgeS} of the first sink over a bound, or null. */
+static void add_backpressure_health(struct services *services, json_t *health)
+{
+    json_t *object = NULL;
+    for (size_t i = 0; i < services->n_sinks && object == NULL; i++) {
+        struct crd_dispatcher_backlog backlog;
+        crd_dispatcher_get_backlog(services->dispatchers[i], &backlog);
+        if (!backlog.over_bound) {
+            continue;
+        }
+        int64_t age_ms = backlog.oldest_created_at_ms > 0
+                             ? crd_time_now_ms() - backlog.oldest_created_at_ms
+                             : 0;
+        object = json_pack("{s:s, s:I, s:I}", "sink",
+                           crd_dispatcher_name(services->dispatchers[i]), "rows",
+                           (json_int_t)backlog.rows, "oldestAgeS",
+                           (json_int_t)(age_ms > 0 ? age_ms / 1000 : 0));
+    }
+    (void)json_object_set_new(health, "backpressure", object != NULL ? object : json_null());
+}
+
+/* Adds "graph": {state, since} from the fetcher's circuit breaker. */
+static void add_graph_health(struct services *services, json_t *health)
+{
+    struct crd_fetcher_graph_status status;
+    crd_fetcher_graph_status(services->fetcher, &status);
+    char since[40];
+    crd_time_format_iso8601(status.since_ms, since, sizeof(since));
+    json_t *object = json_pack("{s:s, s:s}", "state", crd_breaker_state_name(status.state),
+                               "since", since);
+    if (object != NULL) {
+        (void)json_object_set_new(health, "graph", object);
+    }
+}
+
+static void add_health(void *context, json_t *health)
+{
+    struct services *services = context;
+    add_subscription_health(services, health);
+    add_backpressure_health(services, health);
+    add_graph_health(services, health);
+}
+
 static int start_graph(struct services *services, struct crd_error *err)
 {
     const struct crd_config *config = services->config;
@@ -275,7 +337,11 @@ static int start_dispatchers(struct services *services, struct crd_error *err)
             return crd_error_set(err, -EINVAL, "[sink %s]: type '%s' has no implementation",
                                  sink->name, crd_sink_type_name(sink->type));
         }
-        int r = crd_dispatcher_start(sink, descriptor, services->store, NULL,
+        struct crd_dispatcher_options options = {
+            .on_backlog = note_backlog,
+            .on_backlog_context = services,
+        };
+        int r = crd_dispatcher_start(sink, descriptor, services->store, &options,
                                      &services->dispatchers[i], err);
         if (r < 0) {
             return crd_error_prefix(err, "cannot start [sink %s]", sink->name);
@@ -303,11 +369,22 @@ static int start_fetcher(struct services *services, struct crd_error *err)
         .retry_base_ms = (int64_t)config->fetch.retry_base_ms,
         .retry_max_ms = (int64_t)config->fetch.retry_max_ms,
         .max_attempts = config->fetch.max_attempts,
+        .outage_failure_percent = config->fetch.outage_failure_percent,
+        .outage_min_attempts = config->fetch.outage_min_attempts,
+        .outage_backoff_max_ms = (int64_t)config->fetch.outage_backoff_max_ms,
     };
-    int r = crd_fetcher_start(&options, &services->fetcher, err);
+    struct crd_fetcher *fetcher = NULL;
+    int r = crd_fetcher_start(&options, &fetcher, err);
     if (r < 0) {
         return crd_error_prefix(err, "cannot start the fetch workers");
     }
+    /* A sink may have reported its backlog over a bound before the fetcher existed. */
+    pthread_mutex_lock(&services->backpressure_lock);
+    services->fetcher = fetcher;
+    if (services->sinks_over_bound > 0) {
+        crd_fetcher_set_backpressure(fetcher, true);
+    }
+    pthread_mutex_unlock(&services->backpressure_lock);
     return 0;
 }
 
@@ -350,7 +427,7 @@ static int start_listener(struct services *services, struct crd_error *err)
         .on_jobs_context = services,
         .on_lifecycle = hand_lifecycle_event,
         .on_lifecycle_context = services,
-        .add_health = add_subscription_health,
+        .add_health = add_health,
         .add_health_context = services,
     };
     int r = crd_listener_start(&options, &services->listener, err);
@@ -364,6 +441,7 @@ int services_start(const struct crd_config *config, struct services *services)
 {
     struct crd_error err = {0};
     *services = (struct services){.config = config};
+    pthread_mutex_init(&services->backpressure_lock, NULL);
 
     int r = open_store(services, &err);
     if (r == 0) {
@@ -422,8 +500,11 @@ void services_stop(struct services *services)
     services->lifecycle_url = NULL;
     crd_reconciler_stop(services->reconciler);
     services->reconciler = NULL;
-    crd_fetcher_stop(services->fetcher);
+    pthread_mutex_lock(&services->backpressure_lock);
+    struct crd_fetcher *fetcher = services->fetcher;
     services->fetcher = NULL;
+    pthread_mutex_unlock(&services->backpressure_lock);
+    crd_fetcher_stop(fetcher);
     for (size_t i = 0; i < services->n_sinks; i++) {
         crd_dispatcher_stop(services->dispatchers[i]);
     }
@@ -446,4 +527,5 @@ void services_stop(struct services *services)
     services->client_state = NULL;
     crd_store_close(services->store);
     services->store = NULL;
+    services->sinks_over_bound = 0;
 }

@@ -12,6 +12,9 @@
 #ifndef CRD_DAEMON_SERVICES_H
 #define CRD_DAEMON_SERVICES_H
 
+#include <pthread.h>
+#include <stddef.h>
+
 #include "conf.h"
 #include "dispatcher.h"
 #include "fetcher.h"
@@ -36,6 +39,8 @@ struct services {
     struct crd_dispatcher **dispatchers;   /* one per [sink NAME], in file order */
     const char **sink_names;
     size_t n_sinks;
+    pthread_mutex_t backpressure_lock;     /* protects fetcher's assignment and sinks_over_bound */
+    size_t sinks_over_bound;               /* sinks whose backlog is at a bound */
     struct crd_fetcher *fetcher;
     struct crd_reconciler *reconciler;     /* NULL when [reconcile] interval is 0 */
     struct crd_listener *listener;

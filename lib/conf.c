@@ -149,7 +149,7 @@ static const struct conf_option listener_options[] = {
     {.name = "max_notifications", .type = CONF_UNSIGNED, .default_value = "1000",
      CONF_CFG(listener.max_notifications), .min = 1, .max = 100000,
      .description = "Most notifications accepted in one request"},
-    {.name = "threads", .type = CONF_UNSIGNED, .default_value = "2", CONF_CFG(listener.threads),
+    {.name = "threads", .type = CONF_UNSIGNED, .default_value = "4", CONF_CFG(listener.threads),
      .min = 1, .max = 64, .description = "Listener threads"},
 };
 
@@ -216,6 +216,18 @@ static const struct conf_option fetch_options[] = {
     {.name = "rate_window", .type = CONF_DURATION, .default_value = "20s", .unit = "ms",
      CONF_CFG(fetch.rate_window_ms), .min = 100, .max = 3600 * 1000,
      .description = "Window of the two request limits above; keep 20s outside of tests"},
+    {.name = "outage_failure_percent", .type = CONF_UNSIGNED, .default_value = "80",
+     CONF_CFG(fetch.outage_failure_percent), .min = 1, .max = 100,
+     .description = "Percentage of failed fetches in a minute (5xx, 429 after retries, timeouts, "
+                    "transport errors) at which fetching stops for an outage back-off"},
+    {.name = "outage_min_attempts", .type = CONF_UNSIGNED, .default_value = "10",
+     CONF_CFG(fetch.outage_min_attempts), .min = 1, .max = 1000000,
+     .description = "Fetches that must end within a minute before their failures can stop "
+                    "fetching"},
+    {.name = "outage_backoff_max", .type = CONF_DURATION, .default_value = "5min", .unit = "ms",
+     CONF_CFG(fetch.outage_backoff_max_ms), .min = 10, .max = 24 * 3600 * 1000,
+     .description = "Maximum pause of fetching during an outage; the first pause is retry_base, "
+                    "doubled after each failed probe fetch"},
 };
 
 static const struct conf_option reconcile_options[] = {
@@ -250,6 +262,14 @@ static const struct conf_option sink_options[] = {
      CONF_SINK(max_attempts), .min = 0, .max = 1000000,
      .description = "Delivery attempts after which a failing delivery goes to the dead letters; "
                     "0: unlimited"},
+    {.name = "max_backlog", .type = CONF_UNSIGNED, .default_value = "100000",
+     CONF_SINK(max_backlog), .min = 0, .max = 1000000000,
+     .description = "Undelivered records at which fetching pauses until the sink catches up; "
+                    "0: no bound"},
+    {.name = "max_backlog_age", .type = CONF_DURATION, .default_value = "24h", .unit = "ms",
+     CONF_SINK(max_backlog_age_ms), .min = 0, .max = 720ULL * 3600 * 1000,
+     .description = "Age of the oldest undelivered record at which fetching pauses until the "
+                    "sink catches up; 0: no bound"},
 };
 
 const struct conf_section_def conf_section_defs[CONF_KIND__COUNT] = {

@@ -56,6 +56,8 @@ struct crd_config_sink {
     char *path;            /* file: the JSON Lines file */
     enum crd_fsync_policy fsync;
     unsigned max_attempts; /* then a failing delivery is dead-lettered; 0: unlimited */
+    unsigned max_backlog;  /* undelivered rows that pause fetching; 0: no bound */
+    uint64_t max_backlog_age_ms; /* age of the oldest undelivered row that pauses it; 0: no bound */
     unsigned line;         /* line of the section header, for messages */
 };
 
@@ -124,6 +126,9 @@ struct crd_config {
         unsigned requests_per_window;     /* call-record requests per rate window; 0: unpaced */
         unsigned record_requests_per_window; /* requests per call record per rate window; 0: unpaced */
         uint64_t rate_window_ms;          /* the window both limits count over; 20 s for Graph */
+        unsigned outage_failure_percent;  /* failed share of a minute's fetches that opens the breaker */
+        unsigned outage_min_attempts;     /* fetches in that minute before it can open */
+        uint64_t outage_backoff_max_ms;   /* cap of the breaker's back-off */
     } fetch;
 
     struct {

@@ -32,6 +32,15 @@
  */
 #define DISPATCHER_MAX_WAIT_MS (60 * 1000)
 
+/*
+ * The backlog is measured at most this often, and this often while it is
+ * over a bound, so that its end is noticed soon.
+ */
+#define DISPATCHER_BACKLOG_CHECK_MS 1000
+
+/* Minimum time between two error messages about the same backlog over its bound. */
+#define DISPATCHER_BACKLOG_LOG_INTERVAL_MS (5 * 60 * 1000)
+
 /* Retry warnings and store errors: at most a burst of each per interval and sink. */
 #define DISPATCHER_LOG_INTERVAL_MS (60 * 1000)
 #define DISPATCHER_LOG_BURST 10
@@ -43,6 +52,10 @@ struct crd_dispatcher {
     struct crd_store *store;
     struct crd_dispatcher_options options;
     unsigned max_attempts;                     /* [sink NAME] max_attempts; 0: unlimited */
+    int64_t max_backlog;                       /* [sink NAME] max_backlog; 0: no bound */
+    int64_t max_backlog_age_ms;                /* [sink NAME] max_backlog_age; 0: no bound */
+    int64_t backlog_checked_ms;                /* monotonic; 0: never; dispatcher thread only */
+    int64_t backlog_logged_ms;                 /* monotonic; dispatcher thread only */
     struct crd_dispatcher_counters counters;
     struct crd_ratelimit retry_log;
     struct crd_ratelimit store_error_log;
@@ -51,11 +64,12 @@ struct crd_dispatcher {
     bool thread_started;
     bool sync_initialized;                     /* lock and changed exist */
 
-    pthread_mutex_t lock;                      /* protects the three flags below */
+    pthread_mutex_t lock;                      /* protects the three flags and backlog */
     pthread_cond_t changed;                    /* signalled when a flag is set */
     bool stopping;
     bool wake_pending;
     bool reopen_pending;
+    struct crd_dispatcher_backlog backlog;     /* written by the dispatcher thread */
 };
 
 int64_t crd_dispatcher_backoff_ms(unsigned attempt, int64_t base_ms, int64_t max_ms,
@@ -378,6 +392,90 @@ static int64_t dispatcher_step(struct crd_dispatcher *dispatcher)
     return store_ok ? 0 : DISPATCHER_STORE_ERROR_PAUSE_MS;
 }
 
+void crd_dispatcher_get_backlog(struct crd_dispatcher *dispatcher,
+                                struct crd_dispatcher_backlog *ret_backlog)
+{
+    pthread_mutex_lock(&dispatcher->lock);
+    *ret_backlog = dispatcher->backlog;
+    pthread_mutex_unlock(&dispatcher->lock);
+}
+
+const char *crd_dispatcher_name(const struct crd_dispatcher *dispatcher)
+{
+    return dispatcher->name;
+}
+
+static void dispatcher_log_backlog(struct crd_dispatcher *dispatcher,
+                                   const struct crd_dispatcher_backlog *backlog, int64_t age_s,
+                                   bool was_over_bound, int64_t now_ms)
+{
+    struct crd_log_ids ids = {.sink = dispatcher->name};
+    if (backlog->over_bound && (!was_over_bound ||
+                                now_ms - dispatcher->backlog_logged_ms >=
+                                    DISPATCHER_BACKLOG_LOG_INTERVAL_MS)) {
+        dispatcher->backlog_logged_ms = now_ms;
+        CRD_LOG_AT(CRD_LOG_ERR, CRD_DISPATCHER_MESSAGE_ID_BACKLOG, &ids,
+                   "sink '%s': backlog at its bound: %lld records wait, the oldest for %lld s "
+                   "(max_backlog %lld, max_backlog_age %lld s); fetching is paused, and new "
+                   "notifications are stored, until the sink catches up", dispatcher->name,
+                   (long long)backlog->rows, (long long)age_s, (long long)dispatcher->max_backlog,
+                   (long long)(dispatcher->max_backlog_age_ms / 1000));
+    } else if (!backlog->over_bound && was_over_bound) {
+        CRD_LOG_AT(CRD_LOG_NOTICE, CRD_DISPATCHER_MESSAGE_ID_BACKLOG_RECOVERED, &ids,
+                   "sink '%s': backlog recovered: %lld records wait, the oldest for %lld s, "
+                   "under max_backlog %lld and max_backlog_age %lld s", dispatcher->name,
+                   (long long)backlog->rows, (long long)age_s, (long long)dispatcher->max_backlog,
+                   (long long)(dispatcher->max_backlog_age_ms / 1000));
+    }
+}
+
+/*
+ * Measures the backlog, at most once per DISPATCHER_BACKLOG_CHECK_MS. When
+ * it reaches or leaves its bounds, logs it and calls on_backlog. Returns
+ * whether it is over a bound.
+ */
+static bool dispatcher_check_backlog(struct crd_dispatcher *dispatcher)
+{
+    if (dispatcher->max_backlog == 0 && dispatcher->max_backlog_age_ms == 0) {
+        return false;
+    }
+    int64_t now_ms = crd_time_monotonic_ms();
+    bool was_over_bound = dispatcher->backlog.over_bound; /* only this thread writes it */
+    if (dispatcher->backlog_checked_ms != 0 &&
+        now_ms - dispatcher->backlog_checked_ms < DISPATCHER_BACKLOG_CHECK_MS) {
+        return was_over_bound;
+    }
+    dispatcher->backlog_checked_ms = now_ms;
+
+    struct crd_dispatcher_backlog backlog = {0};
+    struct crd_error err = {0};
+    if (crd_store_outbox_backlog(dispatcher->store, dispatcher->name, &backlog.rows,
+                                 &backlog.oldest_created_at_ms, &err) < 0) {
+        struct crd_log_ids ids = {.sink = dispatcher->name};
+        dispatcher_log_store_error(dispatcher, &ids, "measuring the backlog failed", &err);
+        return was_over_bound;
+    }
+    int64_t age_ms = 0;
+    if (backlog.oldest_created_at_ms > 0 && crd_time_now_ms() > backlog.oldest_created_at_ms) {
+        age_ms = crd_time_now_ms() - backlog.oldest_created_at_ms;
+    }
+    backlog.over_bound =
+        (dispatcher->max_backlog > 0 && backlog.rows >= dispatcher->max_backlog) ||
+        (dispatcher->max_backlog_age_ms > 0 && backlog.rows > 0 &&
+         age_ms >= dispatcher->max_backlog_age_ms);
+
+    pthread_mutex_lock(&dispatcher->lock);
+    dispatcher->backlog = backlog;
+    pthread_mutex_unlock(&dispatcher->lock);
+
+    dispatcher_log_backlog(dispatcher, &backlog, age_ms / 1000, was_over_bound, now_ms);
+    if (backlog.over_bound != was_over_bound && dispatcher->options.on_backlog != NULL) {
+        dispatcher->options.on_backlog(dispatcher->options.on_backlog_context,
+                                       backlog.over_bound);
+    }
+    return backlog.over_bound;
+}
+
 static void *dispatcher_main(void *argument)
 {
     struct crd_dispatcher *dispatcher = argument;
@@ -396,8 +494,12 @@ static void *dispatcher_main(void *argument)
             break;
         }
         dispatcher_reopen_if_requested(dispatcher);
+        bool over_bound = dispatcher_check_backlog(dispatcher);
 
         int64_t delay_ms = dispatcher_step(dispatcher);
+        if (over_bound && delay_ms > DISPATCHER_BACKLOG_CHECK_MS) {
+            delay_ms = DISPATCHER_BACKLOG_CHECK_MS;
+        }
         if (delay_ms != 0) {
             dispatcher_wait(dispatcher, delay_ms);
         }
@@ -530,6 +632,8 @@ int crd_dispatcher_start(const struct crd_config_sink *config,
     }
     dispatcher->store = store;
     dispatcher->max_attempts = config->max_attempts;
+    dispatcher->max_backlog = (int64_t)config->max_backlog;
+    dispatcher->max_backlog_age_ms = (int64_t)config->max_backlog_age_ms;
     if (options != NULL) {
         dispatcher->options = *options;
     }

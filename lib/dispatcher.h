@@ -25,6 +25,7 @@
 #define CRD_DISPATCHER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "conf.h"
@@ -55,6 +56,27 @@ struct crd_dispatcher_options {
      */
     void (*on_idle)(void *context);
     void *on_idle_context;
+    /*
+     * Called on the dispatcher thread when the sink's backlog reaches one of
+     * [sink NAME] max_backlog and max_backlog_age (over_bound true), and when
+     * it is under both again (false). May be NULL.
+     */
+    void (*on_backlog)(void *context, bool over_bound);
+    void *on_backlog_context;
+};
+
+/*
+ * MESSAGE_IDs of the log entries for a backlog at its bound (repeated every
+ * few minutes while it lasts) and for its end.
+ */
+#define CRD_DISPATCHER_MESSAGE_ID_BACKLOG "e69a194af8894a0580131e6e3678e191"
+#define CRD_DISPATCHER_MESSAGE_ID_BACKLOG_RECOVERED "a316e4f763514698897afa8b51fe44bc"
+
+/* The sink's backlog as last measured. */
+struct crd_dispatcher_backlog {
+    int64_t rows;                     /* outbox rows waiting for the sink */
+    int64_t oldest_created_at_ms;     /* wall clock; 0 when no row waits */
+    bool over_bound;
 };
 
 struct crd_dispatcher_counters {
@@ -86,6 +108,17 @@ void crd_dispatcher_wake(struct crd_dispatcher *dispatcher);
  * Thread-safe.
  */
 void crd_dispatcher_reopen(struct crd_dispatcher *dispatcher);
+
+/*
+ * Reads the backlog as the dispatcher thread last measured it, at most about
+ * a second ago while it delivers, and at most a minute ago while it waits.
+ * Thread-safe.
+ */
+void crd_dispatcher_get_backlog(struct crd_dispatcher *dispatcher,
+                                struct crd_dispatcher_backlog *ret_backlog);
+
+/* The sink's name, borrowed for the dispatcher's lifetime. */
+const char *crd_dispatcher_name(const struct crd_dispatcher *dispatcher);
 
 /* The counters, for reading with atomic_load() from any thread while the dispatcher runs. */
 const struct crd_dispatcher_counters *crd_dispatcher_counters(

@@ -27,10 +27,14 @@ struct crd_fetcher {
     struct crd_fetcher_options options;
     struct crd_fetcher_counters counters;
 
-    pthread_mutex_t lock;          /* protects generation and stopping */
-    pthread_cond_t changed;        /* signalled by wake and stop */
+    pthread_mutex_t lock;          /* protects the fields up to paused_log */
+    pthread_cond_t changed;        /* signalled by wake, stop, backpressure and the breaker */
     uint64_t generation;           /* bumped by every wake, so no wake-up is lost */
     bool stopping;
+    bool backpressure;             /* no job is claimed while set */
+    struct crd_breaker breaker;    /* on the monotonic clock */
+    uint64_t paused_logged_generation;
+    struct crd_ratelimit paused_log;
 
     pthread_t *threads;
     size_t n_threads;
@@ -101,6 +105,131 @@ static bool is_stopping(struct crd_fetcher *fetcher, uint64_t *ret_generation)
     *ret_generation = fetcher->generation;
     pthread_mutex_unlock(&fetcher->lock);
     return stopping;
+}
+
+/* Logs, once per wake, that new jobs wait because backpressure holds. Called with the lock held. */
+static void log_wake_while_paused(struct crd_fetcher *fetcher)
+{
+    if (fetcher->paused_logged_generation == fetcher->generation) {
+        return;
+    }
+    fetcher->paused_logged_generation = fetcher->generation;
+    unsigned suppressed = 0;
+    if (crd_ratelimit_allow(&fetcher->paused_log, &suppressed)) {
+        crd_log_debug(CRD_LOG_FETCH, NULL, "new jobs wait in the store: fetching is paused while "
+                      "a sink's backlog is over its bound%s",
+                      suppressed > 0 ? " (similar messages were suppressed)" : "");
+    }
+}
+
+/*
+ * Waits while backpressure is set, the circuit breaker is open, or its
+ * probe runs. Returns false when stopping. Else a fetch may start, and
+ * *ret_probe is true when it is the breaker's probe.
+ */
+static bool wait_for_permission(struct crd_fetcher *fetcher, bool *ret_probe)
+{
+    bool allowed = false;
+    pthread_mutex_lock(&fetcher->lock);
+    while (!fetcher->stopping) {
+        if (fetcher->backpressure) {
+            log_wake_while_paused(fetcher);
+            pthread_cond_wait(&fetcher->changed, &fetcher->lock);
+            continue;
+        }
+        bool probe = false;
+        int64_t wait_ms = 0;
+        if (crd_breaker_allow(&fetcher->breaker, crd_time_monotonic_ms(), &probe, &wait_ms)) {
+            *ret_probe = probe;
+            allowed = true;
+            break;
+        }
+        if (wait_ms < 0) {
+            pthread_cond_wait(&fetcher->changed, &fetcher->lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)(wait_ms / 1000);
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        (void)pthread_cond_timedwait(&fetcher->changed, &fetcher->lock, &until);
+    }
+    pthread_mutex_unlock(&fetcher->lock);
+    return allowed;
+}
+
+/* 5xx, 429 after retries, timeouts and transport errors count as failures of Graph. */
+static enum crd_breaker_outcome breaker_outcome(int r)
+{
+    if (r == -EAGAIN) {
+        return CRD_BREAKER_FAILED;
+    }
+    if (r == -ECANCELED) {
+        return CRD_BREAKER_ABANDONED;
+    }
+    return CRD_BREAKER_ANSWERED;
+}
+
+/*
+ * Feeds the outcome of a fetch to the breaker and logs the start and end of
+ * an outage. Returns true while the breaker is open or half-open.
+ */
+static bool record_outcome(struct crd_fetcher *fetcher, const struct crd_job *job, bool probe,
+                           enum crd_breaker_outcome outcome, const char *error_message)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    int64_t now_ms = crd_time_monotonic_ms();
+    enum crd_breaker_event event = crd_breaker_record(&fetcher->breaker, probe, outcome, now_ms,
+                                                      random_u32());
+    unsigned attempts = 0;
+    unsigned failures = 0;
+    crd_breaker_window(&fetcher->breaker, now_ms, &attempts, &failures);
+    int64_t period_ms = fetcher->breaker.period_ms;
+    int64_t outage_s = (now_ms - fetcher->breaker.outage_start_ms) / 1000;
+    bool outage = fetcher->breaker.state != CRD_BREAKER_STATE_CLOSED;
+    if (event != CRD_BREAKER_EVENT_NONE) {
+        pthread_cond_broadcast(&fetcher->changed);
+    }
+    pthread_mutex_unlock(&fetcher->lock);
+
+    struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
+    switch (event) {
+    case CRD_BREAKER_EVENT_OPENED:
+        CRD_LOG_AT(CRD_LOG_ERR, CRD_FETCHER_MESSAGE_ID_GRAPH_OUTAGE, &ids,
+                   "Graph outage: %u of the last %u fetches failed within a minute (%u %%), the "
+                   "last one for call '%s': %s; no fetch starts for %lld ms, then one probe "
+                   "fetch; jobs stay pending", failures, attempts,
+                   attempts > 0 ? failures * 100 / attempts : 0, job->call_id, error_message,
+                   (long long)period_ms);
+        break;
+    case CRD_BREAKER_EVENT_PROBE_FAILED:
+        crd_log_warn(&ids, "Graph outage continues after %lld s: the probe fetch of call '%s' "
+                     "failed: %s; next probe in %lld ms", (long long)outage_s, job->call_id,
+                     error_message, (long long)period_ms);
+        break;
+    case CRD_BREAKER_EVENT_CLOSED:
+        CRD_LOG_AT(CRD_LOG_NOTICE, CRD_FETCHER_MESSAGE_ID_GRAPH_RECOVERED, &ids,
+                   "Graph outage ended after %lld s: the probe fetch of call '%s' got an answer; "
+                   "fetching resumes", (long long)outage_s, job->call_id);
+        break;
+    default:
+        break;
+    }
+    return outage;
+}
+
+/* Gives back a probe that fetched nothing, so that the next fetch becomes the probe. */
+static void release_probe(struct crd_fetcher *fetcher)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    (void)crd_breaker_record(&fetcher->breaker, true, CRD_BREAKER_ABANDONED,
+                             crd_time_monotonic_ms(), 0);
+    pthread_cond_broadcast(&fetcher->changed);
+    pthread_mutex_unlock(&fetcher->lock);
 }
 
 static void describe_failure(const struct crd_graph_failure *failure, char *out, size_t size)
@@ -200,8 +329,13 @@ static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job,
     }
 }
 
+/*
+ * Reschedules or gives up a failed job. During an outage (the breaker is
+ * open or half-open) a transient failure never gives the job up.
+ */
 static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *job, int r,
-                           const struct crd_graph_failure *failure, const struct crd_error *err)
+                           const struct crd_graph_failure *failure, const struct crd_error *err,
+                           bool outage)
 {
     const struct crd_fetcher_options *options = &fetcher->options;
     struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
@@ -225,7 +359,11 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
         return;
     }
     case EAGAIN: {
-        if (attempts_exhausted(fetcher, attempt)) {
+        /*
+         * NOTE: the store still counts an attempt made during an outage, so
+         * such a job has fewer attempts left after the outage.
+         */
+        if (!outage && attempts_exhausted(fetcher, attempt)) {
             give_up(fetcher, job, err->message);
             return;
         }
@@ -259,7 +397,7 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
 }
 
 static void process_job(struct crd_fetcher *fetcher, struct crd_graph_session *session,
-                        const struct crd_job *job)
+                        const struct crd_job *job, bool probe)
 {
     struct crd_error err = {0};
     struct crd_graph_failure failure = {0};
@@ -268,8 +406,9 @@ static void process_job(struct crd_fetcher *fetcher, struct crd_graph_session *s
     struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
     crd_log_debug(CRD_LOG_FETCH, &ids, "fetching call record (attempt %u)", job->attempts + 1);
     int r = crd_graph_fetch_call_record(session, job->call_id, &record, &failure, &err);
+    bool outage = record_outcome(fetcher, job, probe, breaker_outcome(r), err.message);
     if (r < 0) {
-        handle_failure(fetcher, job, r, &failure, &err);
+        handle_failure(fetcher, job, r, &failure, &err, outage);
         return;
     }
     atomic_fetch_add(&fetcher->counters.fetched, 1);
@@ -296,10 +435,17 @@ static void *worker_main(void *argument)
 
     uint64_t generation = 0;
     while (!is_stopping(fetcher, &generation)) {
+        bool probe = false;
+        if (!wait_for_permission(fetcher, &probe)) {
+            break;
+        }
         struct crd_job job;
         int64_t next_due_ms = 0;
         int r = crd_store_claim_job(fetcher->options.store, crd_time_now_ms(), &job, &next_due_ms,
                                     &err);
+        if (r < 0 && probe) {
+            release_probe(fetcher);
+        }
         if (r == -ENOENT) {
             /*
              * Another process (callrecctl retry) may make a job due without
@@ -321,7 +467,7 @@ static void *worker_main(void *argument)
             wait_for_work(fetcher, generation, crd_time_monotonic_ms() + STORE_ERROR_PAUSE_MS);
             continue;
         }
-        process_job(fetcher, session, &job);
+        process_job(fetcher, session, &job, probe);
     }
 
     crd_graph_session_free(session);
@@ -354,6 +500,14 @@ int crd_fetcher_start(const struct crd_fetcher_options *options, struct crd_fetc
     pthread_cond_init(&fetcher->changed, &attributes);
     pthread_condattr_destroy(&attributes);
     crd_ratelimit_init(&fetcher->store_error_log, 60000, 3);
+    crd_ratelimit_init(&fetcher->paused_log, 60000, 20);
+    struct crd_breaker_options breaker_options = {
+        .failure_percent = options->outage_failure_percent,
+        .min_attempts = options->outage_min_attempts,
+        .backoff_base_ms = fetcher->options.retry_base_ms,
+        .backoff_max_ms = options->outage_backoff_max_ms,
+    };
+    crd_breaker_init(&fetcher->breaker, &breaker_options, crd_time_monotonic_ms());
 
     unsigned workers = options->workers > 0 ? options->workers : 1;
     fetcher->threads = calloc(workers, sizeof(*fetcher->threads));
@@ -392,6 +546,34 @@ void crd_fetcher_wake(struct crd_fetcher *fetcher)
     pthread_mutex_unlock(&fetcher->lock);
 }
 
+void crd_fetcher_set_backpressure(struct crd_fetcher *fetcher, bool on)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    bool changed = fetcher->backpressure != on;
+    fetcher->backpressure = on;
+    pthread_cond_broadcast(&fetcher->changed);
+    pthread_mutex_unlock(&fetcher->lock);
+
+    if (changed && on) {
+        crd_log_warn(NULL, "fetching paused: a sink's backlog reached its bound; new jobs stay "
+                     "pending in the store");
+    } else if (changed) {
+        crd_log_info(NULL, "fetching resumed: every sink's backlog is under its bounds");
+    }
+}
+
+void crd_fetcher_graph_status(struct crd_fetcher *fetcher,
+                              struct crd_fetcher_graph_status *ret_status)
+{
+    pthread_mutex_lock(&fetcher->lock);
+    enum crd_breaker_state state = fetcher->breaker.state;
+    int64_t changed_ago_ms = crd_time_monotonic_ms() - fetcher->breaker.changed_at_ms;
+    pthread_mutex_unlock(&fetcher->lock);
+
+    ret_status->state = state;
+    ret_status->since_ms = crd_time_now_ms() - changed_ago_ms;
+}
+
 const struct crd_fetcher_counters *crd_fetcher_counters(const struct crd_fetcher *fetcher)
 {
     return &fetcher->counters;
@@ -415,5 +597,6 @@ void crd_fetcher_stop(struct crd_fetcher *fetcher)
     pthread_cond_destroy(&fetcher->changed);
     pthread_mutex_destroy(&fetcher->lock);
     pthread_mutex_destroy(&fetcher->store_error_log.lock);
+    pthread_mutex_destroy(&fetcher->paused_log.lock);
     free(fetcher);
 }

@@ -14,9 +14,11 @@
 #define CRD_FETCHER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "breaker.h"
 #include "error.h"
 #include "graph.h"
 #include "store.h"
@@ -45,10 +47,25 @@ struct crd_fetcher_options {
      * than a 404 moves it to the dead letters; 0: unlimited.
      */
     unsigned max_attempts;
+    /*
+     * The circuit breaker for Graph outages (see breaker.h) opens when at
+     * least outage_min_attempts fetches ended in a sliding minute and at
+     * least outage_failure_percent of them failed. Failures are a 5xx, a 429
+     * that outlasted the retries, a timeout or a transport error. The open
+     * breaker starts no fetch for retry_base_ms, doubled per failed probe up
+     * to outage_backoff_max_ms. 0 selects the defaults of breaker.h.
+     */
+    unsigned outage_failure_percent;
+    unsigned outage_min_attempts;
+    int64_t outage_backoff_max_ms;
 };
 
 /* MESSAGE_ID of the log entry for a job moved to the dead letters, for `journalctl MESSAGE_ID=`. */
 #define CRD_FETCHER_MESSAGE_ID_DEAD_LETTER "9c1f3e0a7b2d4c58a6e4f2b1d0c3a957"
+
+/* MESSAGE_IDs of the log entries for the start and the end of a Graph outage. */
+#define CRD_FETCHER_MESSAGE_ID_GRAPH_OUTAGE "1694f692cd8548ee87b05c844c67c707"
+#define CRD_FETCHER_MESSAGE_ID_GRAPH_RECOVERED "7b0bcddb0e9248afb30658818639594a"
 
 struct crd_fetcher_counters {
     atomic_uint_fast64_t fetched;            /* records fetched completely */
@@ -64,6 +81,22 @@ int crd_fetcher_start(const struct crd_fetcher_options *options, struct crd_fetc
 
 /* Announces new due jobs; thread-safe, cheap, callable from the listener's threads. */
 void crd_fetcher_wake(struct crd_fetcher *fetcher);
+
+/*
+ * Sets or clears backpressure: while it is set, no worker claims a job, so
+ * jobs stay pending in the store. Clearing it wakes the workers. Thread-safe.
+ */
+void crd_fetcher_set_backpressure(struct crd_fetcher *fetcher, bool on);
+
+/* The circuit breaker's state, for /healthz. */
+struct crd_fetcher_graph_status {
+    enum crd_breaker_state state;
+    int64_t since_ms;                        /* wall clock, ms since the epoch */
+};
+
+/* Reads the circuit breaker's state. Thread-safe. */
+void crd_fetcher_graph_status(struct crd_fetcher *fetcher,
+                              struct crd_fetcher_graph_status *ret_status);
 
 const struct crd_fetcher_counters *crd_fetcher_counters(const struct crd_fetcher *fetcher);
 

@@ -527,6 +527,25 @@ static struct crd_store *store_new(const char *state_directory)
         free(store);
         return NULL;
     }
+    if (pthread_mutex_init(&store->enqueue_lock, NULL) != 0) {
+        pthread_mutex_destroy(&store->lock);
+        free(store);
+        return NULL;
+    }
+    if (pthread_cond_init(&store->enqueue_done, NULL) != 0) {
+        pthread_mutex_destroy(&store->enqueue_lock);
+        pthread_mutex_destroy(&store->lock);
+        free(store);
+        return NULL;
+    }
+    if (pthread_cond_init(&store->enqueue_changed, NULL) != 0) {
+        pthread_cond_destroy(&store->enqueue_done);
+        pthread_mutex_destroy(&store->enqueue_lock);
+        pthread_mutex_destroy(&store->lock);
+        free(store);
+        return NULL;
+    }
+    store->queue_tail = &store->queue_head;
     if (asprintf(&store->path, "%s/%s", state_directory, CRD_STORE_FILE_NAME) < 0) {
         store->path = NULL;
         crd_store_close(store);
@@ -640,6 +659,9 @@ void crd_store_close(struct crd_store *store)
         (void)sqlite3_close(store->db);
     }
 
+    pthread_cond_destroy(&store->enqueue_changed);
+    pthread_cond_destroy(&store->enqueue_done);
+    pthread_mutex_destroy(&store->enqueue_lock);
     pthread_mutex_destroy(&store->lock);
     free(store->path);
     free(store);
@@ -735,6 +757,164 @@ static int store_upsert_job_locked(struct crd_store *store, const struct crd_job
     return r;
 }
 
+/*
+ * Group commit of crd_store_enqueue_jobs(), a leader/follower scheme.
+ *
+ * Each caller puts its batch on store->queue_head under enqueue_lock. A
+ * caller that finds no group running becomes the leader: it takes every
+ * queued batch as its group, releases enqueue_lock, and writes the group in
+ * one transaction while holding store->lock. Each batch runs inside its own
+ * savepoint, so a failing batch is rolled back alone. The leader then marks
+ * every batch of the group done, with its result already in place, and
+ * broadcasts enqueue_done. Callers that queued while the group ran are the
+ * followers. They wait on enqueue_done until their batch is done, or until no
+ * group runs any more, and then the first of them to wake leads the next
+ * group. No caller sleeps: a follower waits only for a running group.
+ *
+ * A batch lives on its caller's stack. The caller cannot return before the
+ * leader sets done under enqueue_lock, so the leader may write the batch's
+ * result and error until then.
+ */
+struct crd_store_batch {
+    const struct crd_job_notice *notices;
+    size_t n_notices;
+    int result;
+    struct crd_error error;           /* copied to the caller's err when result < 0 */
+    bool done;                        /* result is final; set under enqueue_lock */
+    struct crd_store_batch *next;
+};
+
+/* Copies one failure into every batch of the list that has not failed on its own. */
+static void store_fail_batches(struct crd_store_batch *first, const struct crd_error *failure)
+{
+    for (struct crd_store_batch *batch = first; batch != NULL; batch = batch->next) {
+        if (batch->result < 0) {
+            continue;
+        }
+        batch->result = failure->code;
+        batch->error = *failure;
+    }
+}
+
+/*
+ * Writes one batch inside the savepoint enqueue_batch. On failure the
+ * savepoint is rolled back and batch->result and batch->error are set. Returns
+ * false when the enclosing transaction did not survive the failure, because
+ * SQLite rolled it back itself (as it may on SQLITE_FULL, SQLITE_IOERR or
+ * SQLITE_NOMEM) or the rollback to the savepoint failed.
+ */
+static bool store_write_batch_locked(struct crd_store *store, struct crd_store_batch *batch,
+                                     int64_t now_ms)
+{
+    int r = crd_store_exec(store, "SAVEPOINT enqueue_batch", "starting the batch savepoint",
+                           &batch->error);
+    if (r < 0) {
+        batch->result = r;
+        return sqlite3_get_autocommit(store->db) == 0;
+    }
+
+    for (size_t i = 0; i < batch->n_notices && r == 0; i++) {
+        r = store_upsert_job_locked(store, &batch->notices[i], now_ms, &batch->error);
+    }
+    if (r == 0) {
+        r = crd_store_exec(store, "RELEASE enqueue_batch", "releasing the batch savepoint",
+                           &batch->error);
+    }
+    if (r == 0) {
+        return true;
+    }
+
+    batch->result = r;
+    if (sqlite3_get_autocommit(store->db) != 0) {
+        return false;
+    }
+    int rc = sqlite3_exec(store->db, "ROLLBACK TO enqueue_batch; RELEASE enqueue_batch", NULL,
+                          NULL, NULL);
+    return rc == SQLITE_OK;
+}
+
+/*
+ * Writes every batch of a group in one transaction and commits it when at
+ * least one batch was written. The caller holds store->lock. Returns true
+ * when a transaction was committed.
+ */
+static bool store_run_group_locked(struct crd_store *store, struct crd_store_batch *group)
+{
+    struct crd_error failure = {0};
+    int r = crd_store_exec(store, "BEGIN IMMEDIATE", "starting the enqueue transaction", &failure);
+    if (r < 0) {
+        store_fail_batches(group, &failure);
+        return false;
+    }
+
+    int64_t now_ms = crd_time_now_ms();
+    size_t n_written = 0;
+    for (struct crd_store_batch *batch = group; batch != NULL; batch = batch->next) {
+        if (store_write_batch_locked(store, batch, now_ms)) {
+            if (batch->result == 0) {
+                n_written++;
+            }
+            continue;
+        }
+
+        /* The transaction is gone, and with it the batches written before this one. */
+        crd_error_set(&failure, batch->result,
+                      "database '%s': the enqueue transaction was rolled back after another "
+                      "batch in it failed: %s",
+                      store->path, batch->error.message);
+        store_fail_batches(group, &failure);
+        crd_store_rollback(store);
+        return false;
+    }
+
+    if (n_written == 0) {
+        crd_store_rollback(store);
+        return false;
+    }
+    r = crd_store_exec(store, "COMMIT", "committing the enqueued jobs", &failure);
+    if (r < 0) {
+        store_fail_batches(group, &failure);
+        crd_store_rollback(store);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Takes every queued batch as one group and writes it. Called and returns
+ * with enqueue_lock held, but releases it while the transaction runs.
+ */
+static void store_lead_group(struct crd_store *store)
+{
+    struct crd_store_batch *group = store->queue_head;
+    size_t n_batches = store->n_queued;
+    store->queue_head = NULL;
+    store->queue_tail = &store->queue_head;
+    store->n_queued = 0;
+    store->group_running = true;
+    store->n_groups++;
+    pthread_cond_broadcast(&store->enqueue_changed);
+    pthread_mutex_unlock(&store->enqueue_lock);
+
+    pthread_mutex_lock(&store->lock);
+    bool committed = store_run_group_locked(store, group);
+    pthread_mutex_unlock(&store->lock);
+
+    if (committed) {
+        crd_log_debug(CRD_LOG_STORE, NULL, "committed a group of %zu enqueue calls", n_batches);
+    }
+
+    pthread_mutex_lock(&store->enqueue_lock);
+    if (committed) {
+        store->n_commits++;
+    }
+    for (struct crd_store_batch *batch = group; batch != NULL; batch = batch->next) {
+        batch->done = true;
+    }
+    store->group_running = false;
+    pthread_cond_broadcast(&store->enqueue_done);
+}
+
 int crd_store_enqueue_jobs(struct crd_store *store, const struct crd_job_notice *notices,
                            size_t n_notices, struct crd_error *err)
 {
@@ -753,31 +933,55 @@ int crd_store_enqueue_jobs(struct crd_store *store, const struct crd_job_notice 
         return 0;
     }
 
-    pthread_mutex_lock(&store->lock);
+    struct crd_store_batch batch = {
+        .notices = notices,
+        .n_notices = n_notices,
+    };
 
-    int64_t now_ms = crd_time_now_ms();
-    int r = crd_store_exec(store, "BEGIN IMMEDIATE", "starting the enqueue transaction", err);
-    if (r < 0) {
-        goto out;
+    pthread_mutex_lock(&store->enqueue_lock);
+    *store->queue_tail = &batch;
+    store->queue_tail = &batch.next;
+    store->n_queued++;
+    store->n_batches++;
+    pthread_cond_broadcast(&store->enqueue_changed);
+
+    while (!batch.done && store->group_running) {
+        pthread_cond_wait(&store->enqueue_done, &store->enqueue_lock);
     }
-    for (size_t i = 0; i < n_notices; i++) {
-        r = store_upsert_job_locked(store, &notices[i], now_ms, err);
-        if (r < 0) {
-            goto out;
+    /* Not done and no group running: the batch is still queued, so this caller leads. */
+    if (!batch.done) {
+        store_lead_group(store);
+    }
+    pthread_mutex_unlock(&store->enqueue_lock);
+
+    if (batch.result < 0) {
+        if (err != NULL) {
+            *err = batch.error;
         }
+        return batch.result;
     }
-    r = crd_store_exec(store, "COMMIT", "committing the enqueued jobs", err);
+    crd_log_debug(CRD_LOG_STORE, NULL, "enqueued %zu notices", n_notices);
+    return 0;
+}
 
-out:
-    if (r < 0) {
-        crd_store_rollback(store);
-    }
-    pthread_mutex_unlock(&store->lock);
+void crd_store_get_enqueue_counts(struct crd_store *store,
+                                  struct crd_store_enqueue_counts *ret_counts)
+{
+    pthread_mutex_lock(&store->enqueue_lock);
+    ret_counts->batches = store->n_batches;
+    ret_counts->transactions = store->n_groups;
+    ret_counts->commits = store->n_commits;
+    pthread_mutex_unlock(&store->enqueue_lock);
+}
 
-    if (r == 0) {
-        crd_log_debug(CRD_LOG_STORE, NULL, "enqueued %zu notices", n_notices);
+void crd_store_wait_enqueue_queue(struct crd_store *store, uint64_t n_transactions,
+                                  size_t n_queued)
+{
+    pthread_mutex_lock(&store->enqueue_lock);
+    while (store->n_groups < n_transactions || store->n_queued < n_queued) {
+        pthread_cond_wait(&store->enqueue_changed, &store->enqueue_lock);
     }
-    return r;
+    pthread_mutex_unlock(&store->enqueue_lock);
 }
 
 int crd_store_get_setting(struct crd_store *store, const char *key, char **ret_value,

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The durable state: one SQLite database (WAL mode) in the state directory.
- * Every change is one transaction. The schema is versioned with
+ * Every change is one transaction, except that concurrent enqueues share
+ * one (group commit). The schema is versioned with
  * PRAGMA user_version and upgraded by ordered migrations when opened.
  *
  * Thread safety: every function except crd_store_close() may be called from
  * any thread; a mutex inside struct crd_store serializes access to its
- * connection.
+ * connection. Concurrent calls of crd_store_enqueue_jobs() are grouped into
+ * one transaction (see there and store.c).
  */
 #ifndef CRD_STORE_H
 #define CRD_STORE_H
@@ -66,19 +68,47 @@ struct crd_job_notice {
 };
 
 /*
- * Inserts one job per notice in a single transaction: all or none. A notice
- * for a (tenant, call id) that already has a job coalesces into it: the
- * notification count and last-notified time are updated and a finished job is
- * made due again, but no second row appears. subscription_id and change_type
- * may be NULL.
+ * Inserts one job per notice, all or none. A notice for a (tenant, call id)
+ * that already has a job coalesces into it: the notification count and
+ * last-notified time are updated and a finished job is made due again, but no
+ * second row appears. subscription_id and change_type may be NULL.
+ *
+ * Group commit: concurrent calls share one transaction and one commit, so
+ * that with durability = full one fsync covers several callers. Each call's
+ * notices are written inside their own savepoint, so a call whose notices
+ * fail is rolled back alone while the other calls in the transaction still
+ * commit. A call returns 0 only after the transaction containing its notices
+ * has committed, and err gets a message about its own failure only.
  *
  * Returns 0 or a negative code. -EINVAL means a tenant or call id is missing
  * or not a GUID, a subscription id is not a GUID, or a time is negative; all
  * notices are checked before anything is written. -EIO, -ENOSPC, -EROFS,
- * -EBUSY and -ENOMEM come after the transaction was rolled back.
+ * -EBUSY and -ENOMEM mean none of this call's notices were stored: its
+ * savepoint or the whole transaction was rolled back. A failed COMMIT fails
+ * every call in that transaction.
  */
 int crd_store_enqueue_jobs(struct crd_store *store, const struct crd_job_notice *notices,
                            size_t n_notices, struct crd_error *err);
+
+/* Counters of crd_store_enqueue_jobs() since the store was opened. */
+struct crd_store_enqueue_counts {
+    uint64_t batches;                 /* calls with at least one valid notice */
+    uint64_t transactions;            /* transactions started, one per group of calls */
+    uint64_t commits;                 /* transactions committed */
+};
+
+/* Copies the enqueue counters into *ret_counts, for tests and diagnostics. */
+void crd_store_get_enqueue_counts(struct crd_store *store,
+                                  struct crd_store_enqueue_counts *ret_counts);
+
+/*
+ * Test hook: blocks until at least n_transactions enqueue transactions have
+ * started and at least n_queued calls of crd_store_enqueue_jobs() wait for
+ * the next one. It waits on a condition variable, without a timeout, so a
+ * test can line up concurrent callers without sleeping.
+ */
+void crd_store_wait_enqueue_queue(struct crd_store *store, uint64_t n_transactions,
+                                  size_t n_queued);
 
 /*
  * Small key-value settings that must survive restarts (the generated
@@ -215,6 +245,13 @@ int crd_store_retry_delivery(struct crd_store *store, int64_t id, int64_t due_at
 /* Number of rows waiting for one sink, for status and tests. */
 int crd_store_count_deliveries(struct crd_store *store, const char *sink, int64_t *ret_count,
                                struct crd_error *err);
+
+/*
+ * Measures one sink's backlog with one query: the number of its outbox rows
+ * and the created_at (ms since the epoch) of the oldest, 0 when it has none.
+ */
+int crd_store_outbox_backlog(struct crd_store *store, const char *sink, int64_t *ret_rows,
+                             int64_t *ret_oldest_created_at_ms, struct crd_error *err);
 
 void crd_delivery_clear(struct crd_delivery *delivery);
 

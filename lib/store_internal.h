@@ -8,6 +8,8 @@
 #define CRD_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include <sqlite3.h>
 
@@ -34,7 +36,26 @@ enum crd_store_statement {
     CRD_STORE_STMT__COUNT
 };
 
+/* One caller's batch in the group commit queue, defined in store.c. */
+struct crd_store_batch;
+
 struct crd_store {
+    /*
+     * The group commit queue of crd_store_enqueue_jobs(). enqueue_lock
+     * protects the fields up to n_commits. No code path holds both locks at
+     * once (store_lead_group() releases one before taking the other).
+     */
+    pthread_mutex_t enqueue_lock;
+    pthread_cond_t enqueue_done;          /* a group finished: its batches have results */
+    pthread_cond_t enqueue_changed;       /* a batch was queued or a group started */
+    struct crd_store_batch *queue_head;   /* batches waiting for the next group */
+    struct crd_store_batch **queue_tail;
+    size_t n_queued;
+    bool group_running;                   /* a leader has taken a group and not finished it */
+    uint64_t n_batches;
+    uint64_t n_groups;
+    uint64_t n_commits;
+
     /*
      * Serializes every call on this store, and so protects all fields below.
      * The connection is opened with SQLITE_OPEN_NOMUTEX, so SQLite does no

@@ -381,6 +381,8 @@ static const struct invalid_case invalid_cases[] = {
      13, "sink extra", "max_attempts", "from 0 to 1000000", 1},
     {"record budget out of range", BASE "[fetch]\nrecord_requests_per_20s = 20000\n", 12, "fetch",
      "record_requests_per_20s", "from 0 to 15000", 1},
+    {"outage percent above 100", BASE "[fetch]\noutage_failure_percent = 101\n", 12, "fetch",
+     "outage_failure_percent", "from 1 to 100", 1},
     {"rate window too short", BASE "[fetch]\nrate_window = 10ms\n", 12, "fetch", "rate_window",
      "out of range", 1},
     {"reconcile window past retention", BASE "[reconcile]\nwindow = 800h\n", 12, "reconcile",
@@ -574,7 +576,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(config->listener.max_connections_per_ip, 64);
     ck_assert_uint_eq(config->listener.max_body_size, 1024 * 1024);
     ck_assert_uint_eq(config->listener.max_notifications, 1000);
-    ck_assert_uint_eq(config->listener.threads, 2);
+    ck_assert_uint_eq(config->listener.threads, 4);
 
     ck_assert_str_eq(config->subscription.resource, "/communications/callRecords");
     ck_assert_str_eq(config->subscription.change_type, "updated");
@@ -629,6 +631,34 @@ START_TEST(dead_letter_limits)
     ck_assert_uint_eq(config->fetch.max_attempts, 0);
     ck_assert_uint_eq(config->n_sinks, 2);
     ck_assert_uint_eq(config->sinks[1].max_attempts, 3);
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(outage_and_backlog_values)
+{
+    struct crd_config *defaults = load_ok(BASE, NULL);
+    ck_assert_uint_eq(defaults->fetch.outage_failure_percent, 80);
+    ck_assert_uint_eq(defaults->fetch.outage_min_attempts, 10);
+    ck_assert_uint_eq(defaults->fetch.outage_backoff_max_ms, 5ULL * 60 * 1000);
+    ck_assert_uint_eq(defaults->sinks[0].max_backlog, 100000);
+    ck_assert_uint_eq(defaults->sinks[0].max_backlog_age_ms, 24ULL * 3600 * 1000);
+    crd_config_free(defaults);
+
+    const char *text = BASE "[fetch]\n"
+                            "outage_failure_percent = 50\n"
+                            "outage_min_attempts = 3\n"
+                            "outage_backoff_max = 90s\n"
+                            "[sink extra]\n"
+                            "type = stdout\n"
+                            "max_backlog = 0\n"
+                            "max_backlog_age = 2h\n";
+    struct crd_config *config = load_ok(text, NULL);
+    ck_assert_uint_eq(config->fetch.outage_failure_percent, 50);
+    ck_assert_uint_eq(config->fetch.outage_min_attempts, 3);
+    ck_assert_uint_eq(config->fetch.outage_backoff_max_ms, 90000);
+    ck_assert_uint_eq(config->sinks[1].max_backlog, 0);
+    ck_assert_uint_eq(config->sinks[1].max_backlog_age_ms, 2ULL * 3600 * 1000);
     crd_config_free(config);
 }
 END_TEST
@@ -1391,6 +1421,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, dead_letter_limits);
     tcase_add_test(tc, test_values);
     tcase_add_test(tc, rate_and_reconcile_values);
+    tcase_add_test(tc, outage_and_backlog_values);
     tcase_add_test(tc, test_state_directory_from_env);
     tcase_add_test(tc, test_long_lines);
     suite_add_tcase(s, tc);
