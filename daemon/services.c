@@ -429,6 +429,8 @@ static int start_listener(struct services *services, struct crd_error *err)
         .on_lifecycle_context = services,
         .add_health = add_health,
         .add_health_context = services,
+        .add_metrics = services_add_metrics,
+        .add_metrics_context = services,
     };
     int r = crd_listener_start(&options, &services->listener, err);
     if (r < 0) {

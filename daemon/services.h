@@ -56,4 +56,7 @@ void services_reopen_sinks(struct services *services);
 /* Stops everything in reverse order. Safe on a partly started set. */
 void services_stop(struct services *services);
 
+/* Adds the fetch, delivery and Graph samples to GET /metrics (listener callback). */
+void services_add_metrics(void *context, struct crd_metrics *metrics);
+
 #endif

@@ -22,6 +22,12 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
+/* Routes that answer GET and HEAD; the others take POST only. */
+static bool is_read_route(enum crd_route route)
+{
+    return route == CRD_ROUTE_HEALTHZ || route == CRD_ROUTE_METRICS;
+}
+
 static int hex_value(char c)
 {
     if (c >= '0' && c <= '9') {
@@ -149,7 +155,7 @@ enum MHD_Result crd_listener_respond(struct crd_listener *listener, struct MHD_C
     (void)MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED) {
         (void)MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW,
-                                      request->route == CRD_ROUTE_HEALTHZ ? "GET, HEAD" : "POST");
+                                      is_read_route(request->route) ? "GET, HEAD" : "POST");
     }
 
     enum MHD_Result result = MHD_queue_response(connection, status, response);
@@ -221,6 +227,63 @@ static enum MHD_Result answer_health(struct crd_listener *listener,
     return result;
 }
 
+/* The listener's own counters, as Prometheus samples. */
+static void add_listener_metrics(const struct crd_listener *listener, struct crd_metrics *metrics)
+{
+    const struct crd_listener_counters *c = &listener->counters;
+    static const char counter[] = "counter";
+    crd_metrics_sample(metrics, "callrecd_http_requests_total", counter,
+                       "HTTP requests received by the listener.", NULL, NULL,
+                       (double)atomic_load(&c->requests));
+    crd_metrics_sample(metrics, "callrecd_validations_total", counter,
+                       "Validation handshakes answered.", NULL, NULL,
+                       (double)atomic_load(&c->validations));
+    const char *name = "callrecd_notifications_total";
+    const char *help = "Notification items received, by outcome.";
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "accepted",
+                       (double)atomic_load(&c->notifications_accepted));
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "ignored",
+                       (double)atomic_load(&c->notifications_ignored));
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "invalid",
+                       (double)atomic_load(&c->notifications_invalid));
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "client_state_mismatch",
+                       (double)atomic_load(&c->client_state_mismatches));
+    crd_metrics_sample(metrics, "callrecd_lifecycle_events_total", counter,
+                       "Lifecycle notifications received.", NULL, NULL,
+                       (double)atomic_load(&c->lifecycle_events));
+    crd_metrics_sample(metrics, "callrecd_http_rejected_total", counter,
+                       "Requests answered with a 4xx status.", NULL, NULL,
+                       (double)atomic_load(&c->rejected_requests));
+    crd_metrics_sample(metrics, "callrecd_store_failures_total", counter,
+                       "Notification collections answered 503 because the store failed.", NULL,
+                       NULL, (double)atomic_load(&c->store_failures));
+}
+
+/* GET /metrics: Prometheus text format with the listener's counters and the owner's. */
+static enum MHD_Result answer_metrics(struct crd_listener *listener,
+                                      struct MHD_Connection *connection,
+                                      struct crd_request *request)
+{
+    struct crd_metrics metrics;
+    char *text = NULL;
+    if (crd_metrics_begin(&metrics) == 0) {
+        add_listener_metrics(listener, &metrics);
+        if (listener->add_metrics != NULL) {
+            listener->add_metrics(listener->add_metrics_context, &metrics);
+        }
+        (void)crd_metrics_end(&metrics, &text);
+    }
+    if (text == NULL) {
+        return crd_listener_respond(listener, connection, request, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                    "text/plain", "temporarily unavailable\n");
+    }
+    enum MHD_Result result = crd_listener_respond(listener, connection, request, MHD_HTTP_OK,
+                                                  "text/plain; version=0.0.4; charset=utf-8",
+                                                  text);
+    free(text);
+    return result;
+}
+
 static enum MHD_Result answer_validation(struct crd_listener *listener,
                                          struct MHD_Connection *connection,
                                          struct crd_request *request)
@@ -271,6 +334,9 @@ static enum crd_route route_for(const struct crd_listener *listener, const char 
     }
     if (strcmp(url, "/healthz") == 0) {
         return CRD_ROUTE_HEALTHZ;
+    }
+    if (strcmp(url, "/metrics") == 0) {
+        return CRD_ROUTE_METRICS;
     }
     return CRD_ROUTE_UNKNOWN;
 }
@@ -350,8 +416,8 @@ static bool reject_early(struct crd_listener *listener, struct MHD_Connection *c
                                            "text/plain", "not found\n");
         return true;
     }
-    if ((request->route == CRD_ROUTE_HEALTHZ && !is_get) ||
-        (request->route != CRD_ROUTE_HEALTHZ && !is_post)) {
+    if ((is_read_route(request->route) && !is_get) ||
+        (!is_read_route(request->route) && !is_post)) {
         crd_listener_log_rejection(listener, NULL, "rejected %s '%.200s' from %s: method not "
                                    "allowed; responding 405", method, url, request->peer);
         *ret_result = crd_listener_respond(listener, connection, request,
@@ -395,7 +461,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         snprintf(request->method, sizeof(request->method), "%s", method);
         snprintf(request->path, sizeof(request->path), "%s", url);
         request->route = route_for(listener, url);
-        request->is_validation = request->route != CRD_ROUTE_HEALTHZ &&
+        request->is_validation = !is_read_route(request->route) &&
                                  uri_has_query_parameter(request->raw_uri, "validationToken");
         atomic_fetch_add(&listener->counters.requests, 1);
 
@@ -428,6 +494,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     }
     if (request->route == CRD_ROUTE_HEALTHZ) {
         return answer_health(listener, connection, request);
+    }
+    if (request->route == CRD_ROUTE_METRICS) {
+        return answer_metrics(listener, connection, request);
     }
     if (request->is_validation) {
         return answer_validation(listener, connection, request);
@@ -540,6 +609,8 @@ int crd_listener_start(const struct crd_listener_options *options,
     listener->on_lifecycle_context = options->on_lifecycle_context;
     listener->add_health = options->add_health;
     listener->add_health_context = options->add_health_context;
+    listener->add_metrics = options->add_metrics;
+    listener->add_metrics_context = options->add_metrics_context;
     crd_ratelimit_init(&listener->rejection_log, 10000, 20);
     crd_ratelimit_init(&listener->store_error_log, 10000, 5);
 

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "metrics.h"
 #include "error.h"
 #include "notification.h"
 #include "secret.h"
@@ -50,6 +51,9 @@ struct crd_listener_options {
     /* Adds members to the /healthz JSON object, from a handler thread. May be NULL. */
     void (*add_health)(void *context, json_t *health);
     void *add_health_context;
+    /* Adds the owner's samples to GET /metrics, after the listener's own. May be NULL. */
+    void (*add_metrics)(void *context, struct crd_metrics *metrics);
+    void *add_metrics_context;
 };
 
 /* Counters since start; each is read and written atomically. */

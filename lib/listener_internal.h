@@ -23,6 +23,8 @@ struct crd_listener {
     void *on_lifecycle_context;
     void (*add_health)(void *context, json_t *health);
     void *add_health_context;
+    void (*add_metrics)(void *context, struct crd_metrics *metrics);
+    void *add_metrics_context;
     struct MHD_Daemon *daemon;
     atomic_bool draining;                 /* set by crd_listener_drain() */
     uint16_t port;
@@ -35,6 +37,7 @@ enum crd_route {
     CRD_ROUTE_NOTIFY,
     CRD_ROUTE_LIFECYCLE,
     CRD_ROUTE_HEALTHZ,
+    CRD_ROUTE_METRICS,
     CRD_ROUTE_UNKNOWN,
 };
 

@@ -391,6 +391,7 @@ START_TEST(bad_inputs_get_status_and_store_nothing)
         make_input("PUT on notify", "PUT", "/notify", strdup("{}"), 405),
         make_input("DELETE on lifecycle", "DELETE", "/lifecycle", NULL, 405),
         make_input("POST on healthz", "POST", "/healthz", strdup("{}"), 405),
+        make_input("POST on metrics", "POST", "/metrics", strdup("{}"), 405),
         make_input("unknown path", "POST", "/notify/../etc", strdup("{}"), 404),
         make_input("unknown path 2", "POST", "/callRecords", strdup("{}"), 404),
     };
@@ -459,6 +460,27 @@ START_TEST(healthz_answers_ok)
     ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, env.ca_file, &response), 0);
     ck_assert_int_eq(response.status, 200);
     ck_assert_ptr_nonnull(strstr(response.body, "\"ok\""));
+    crd_test_response_clear(&response);
+    free(url);
+}
+END_TEST
+
+START_TEST(metrics_in_prometheus_format)
+{
+    char *url = url_for("/metrics");
+    struct crd_test_response response;
+    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, env.ca_file, &response), 0);
+    ck_assert_int_eq(response.status, 200);
+    ck_assert_ptr_nonnull(strstr(response.content_type, "text/plain; version=0.0.4"));
+    ck_assert_ptr_nonnull(strstr(response.body, "# TYPE callrecd_http_requests_total counter\n"));
+    /* The fixture test stored four accepted items (created, and three in the batch). */
+    const char *accepted = strstr(response.body, "callrecd_notifications_total{outcome=\"accepted\"} ");
+    ck_assert_ptr_nonnull(accepted);
+    ck_assert_int_ge(strtol(accepted + strlen("callrecd_notifications_total{outcome=\"accepted\"} "),
+                            NULL, 10),
+                     4);
+    ck_assert_ptr_nonnull(
+        strstr(response.body, "callrecd_notifications_total{outcome=\"client_state_mismatch\"}"));
     crd_test_response_clear(&response);
     free(url);
 }
@@ -627,6 +649,7 @@ static Suite *listener_suite(void)
     tcase_add_test(running, chunked_body_over_limit_gets_413);
     tcase_add_test(running, store_failure_answers_503);
     tcase_add_test(running, healthz_answers_ok);
+    tcase_add_test(running, metrics_in_prometheus_format);
     tcase_add_test(running, plain_http_is_refused_on_tls_port);
     tcase_add_test(running, log_has_no_secrets);
     suite_add_tcase(suite, running);

@@ -339,6 +339,32 @@ START_TEST(not_found_past_horizon_gives_up)
 }
 END_TEST
 
+START_TEST(metrics_count_deliveries)
+{
+    char *url = NULL;
+    ck_assert_int_ge(asprintf(&url, "%s/metrics", env.base_url), 0);
+    struct crd_test_response response;
+    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, env.ca_file, &response), 0);
+    ck_assert_int_eq(response.status, 200);
+    static const char *const samples[] = {
+        /* Sample lines, not the HELP lines that also name the family. */
+        "\ncallrecd_record_versions_stored_total ",
+        "\ncallrecd_deliveries_total{sink=\"archive\"} ",
+        "\ncallrecd_fetches_total{outcome=\"fetched\"} ",
+    };
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
+        const char *at = strstr(response.body, samples[i]);
+        ck_assert_msg(at != NULL, "no sample '%s' in /metrics", samples[i]);
+        /* Earlier tests delivered at least five record versions. */
+        ck_assert_msg(strtol(at + strlen(samples[i]), NULL, 10) >= 5, "%s is below 5 in:\n%s",
+                      samples[i], response.body);
+    }
+    ck_assert_ptr_nonnull(strstr(response.body, "callrecd_graph_outage 0\n"));
+    crd_test_response_clear(&response);
+    free(url);
+}
+END_TEST
+
 START_TEST(outputs_contain_no_secret)
 {
     char *files[3] = {crd_test_read_file(env.log_path, NULL), crd_test_read_file(sink_path, NULL),
@@ -363,6 +389,7 @@ int main(void)
     tcase_add_test(tcase, throttling_and_outages_end_in_delivery);
     tcase_add_test(tcase, not_found_phase_ends_in_delivery);
     tcase_add_test(tcase, not_found_past_horizon_gives_up);
+    tcase_add_test(tcase, metrics_count_deliveries);
     tcase_add_test(tcase, outputs_contain_no_secret);
     suite_add_tcase(suite, tcase);
 
