@@ -103,7 +103,9 @@ static int open_store(struct services *services, struct crd_error *err)
     if (r < 0) {
         return crd_error_prefix(err, "cannot open the store");
     }
-    if (report.schema_version_before != report.schema_version) {
+    if (report.schema_version_before == 0) {
+        crd_log_notice(NULL, "created a new store (schema version %d)", report.schema_version);
+    } else if (report.schema_version_before != report.schema_version) {
         crd_log_notice(NULL, "store schema upgraded from version %d to %d",
                        report.schema_version_before, report.schema_version);
     }

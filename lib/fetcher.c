@@ -321,8 +321,8 @@ static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job,
         return;
     }
     atomic_fetch_add(&fetcher->counters.stored, 1);
-    crd_log_info(&ids, "stored call record version %lld (%zu sessions, %zu participants) for %zu "
-                 "sinks", (long long)version.version, sessions, participants,
+    crd_log_info(&ids, "stored call record version %lld (sessions: %zu, participants: %zu, "
+                 "sinks: %zu)", (long long)version.version, sessions, participants,
                  fetcher->options.n_sinks);
     if (fetcher->options.on_stored != NULL) {
         fetcher->options.on_stored(fetcher->options.on_stored_context);
