@@ -6,9 +6,9 @@
  * client secret.
  *
  * Header: PS256 (RSA-PSS with SHA-256) with "x5t#S256", the base64url SHA-256
- * thumbprint of the certificate's DER form, as Microsoft's current
- * documentation prescribes; or RS256 (PKCS #1 v1.5) with "x5t", the SHA-1
- * thumbprint, as older versions of that page show.
+ * thumbprint of the certificate's DER form, which Microsoft's current
+ * certificate-credentials page prescribes. Older versions of that page show
+ * RS256 (PKCS #1 v1.5) with "x5t", the SHA-1 thumbprint, which is also offered.
  * Claims: aud = the token endpoint URL, iss = sub = the client id, a fresh
  * random jti, nbf = iat = now, exp = now + 10 minutes.
  *

@@ -22,7 +22,7 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* Routes that answer GET and HEAD; the others take POST only. */
+/* Routes that serve GET and HEAD; the others take POST only. */
 static bool is_read_route(enum crd_route route)
 {
     return route == CRD_ROUTE_HEALTHZ || route == CRD_ROUTE_METRICS;

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Verification of client assertions (certificate credentials) at fakegraph's
- * token endpoint, as Entra ID checks them: a JWT signed PS256 with
- * "x5t#S256" or RS256 with "x5t" naming the registered certificate, aud the
- * token endpoint, iss and sub the client id, a current nbf/exp window, and a
- * jti never seen before.
+ * token endpoint, as Entra ID checks them. The JWT must be signed PS256 with
+ * "x5t#S256", or RS256 with "x5t", naming the registered certificate. Its aud
+ * must be the token endpoint, iss and sub the client id, nbf and exp current,
+ * and its jti never seen before.
  */
 #include "config.h"
 

@@ -42,7 +42,7 @@ char *crd_test_graph_config(const struct crd_test_graph *graph);
 void crd_test_graph_start(struct crd_test_graph *graph, const struct crd_test_env *env,
                           const char *const *extra_arguments);
 
-/* POSTs body to /_fakegraph/PATH; returns the HTTP status and, when wanted, the parsed answer. */
+/* POSTs body to /_fakegraph/PATH; returns the HTTP status and, when wanted, the parsed body. */
 long crd_test_graph_control(const struct crd_test_graph *graph, const char *path, json_t *body,
                             json_t **ret_answer);
 

@@ -96,7 +96,7 @@ START_TEST(exhausted_job_dead_lettered_then_retried)
     ck_assert_int_eq(json_integer_value(json_object_get(answer, "status")), 202);
     json_decref(answer);
 
-    /* The job gives up after three attempts and says so. */
+    /* After three attempts the job moves to the dead letters, with a log line. */
     ck_assert_msg(crd_test_wait_for_text(env.log_path, "moved to the dead letters", 30000),
                   "the job never reached the dead letters");
 

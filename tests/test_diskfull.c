@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A full disk under the state directory: callrecd must answer 503, so that
- * Graph retries, log a clear error, store nothing half, and accept
- * notifications again once space returns. The state directory lives on a
+ * A full disk under the state directory: callrecd must respond 503, so that
+ * Graph retries, and log a clear error. It stores nothing half, and it
+ * accepts notifications again once space returns. The state directory lives on a
  * small tmpfs mounted by the test, so the test needs root with
  * CAP_SYS_ADMIN; elsewhere it is skipped (exit 77).
  */

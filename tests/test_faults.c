@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The fault matrix: fakegraph answers each record's first requests with one
+ * The fault matrix: fakegraph fails each record's first requests with one
  * kind of failure (429 with and without Retry-After, 500, 503, a slow answer,
  * a dropped connection, a truncated body that is invalid JSON), and every
  * record must still reach the file sink exactly once per version. A version
@@ -143,7 +143,7 @@ static void check_fault(const char *name, const char *call_id, json_t *fault)
 {
     publish(call_id, 1);
     size_t faults = (size_t)json_integer_value(json_object_get(fault, "count"));
-    /* A slow answer still succeeds; the other faults each cost one more request. */
+    /* A slow response still succeeds; the other faults each cost one more request. */
     size_t expected = json_object_get(fault, "delayMs") != NULL ? 2 : faults + 2;
     queue_fault(call_id, fault);
     notify(call_id);
