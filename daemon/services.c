@@ -269,6 +269,8 @@ static int start_graph(struct services *services, struct crd_error *err)
         .assertion_signer = services->assertion_signer,
         .ca_file = config->graph.ca_file,
         .proxy = config->graph.proxy,
+        .connect_timeout_ms = (unsigned)config->graph.connect_timeout_ms,
+        .total_timeout_ms = (unsigned)config->graph.timeout_ms,
         /* Retries within one fetch start no slower than those between fetches, and are capped alike. */
         .backoff_base_ms = (unsigned)(config->fetch.retry_base_ms < 500 ? config->fetch.retry_base_ms
                                                                          : 500),

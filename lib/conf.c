@@ -115,6 +115,12 @@ static const struct conf_option graph_options[] = {
      .description = "PEM CA bundle for outgoing HTTPS; default: the system trust store"},
     {.name = "proxy", .type = CONF_PROXY_URL, CONF_CFG(graph.proxy),
      .description = "Proxy for outgoing HTTPS; default: libcurl's environment variables"},
+    {.name = "connect_timeout", .type = CONF_DURATION, .default_value = "10s", .unit = "ms",
+     CONF_CFG(graph.connect_timeout_ms), .min = 100, .max = 600 * 1000,
+     .description = "Time allowed to connect to Entra ID or Graph, TLS handshake included"},
+    {.name = "timeout", .type = CONF_DURATION, .default_value = "60s", .unit = "ms",
+     CONF_CFG(graph.timeout_ms), .min = 100, .max = 600 * 1000,
+     .description = "Time allowed for one request to Entra ID or Graph; then it is retried"},
 };
 
 static const struct conf_option listener_options[] = {

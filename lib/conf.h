@@ -79,6 +79,8 @@ struct crd_config {
         char *graph_url;                  /* cloud default unless overridden, no trailing slash */
         char *ca_file;                    /* NULL: the system trust store */
         char *proxy;                      /* NULL: libcurl's environment defaults */
+        uint64_t connect_timeout_ms;
+        uint64_t timeout_ms;              /* one HTTP request, retried after it */
     } graph;
 
     struct {

@@ -591,6 +591,8 @@ START_TEST(test_defaults)
 
     ck_assert_str_eq(config->store.state_directory, "/var/lib/callrecd");
     ck_assert_int_eq(config->store.durability, CRD_DURABILITY_PROCESS);
+    ck_assert_uint_eq(config->graph.connect_timeout_ms, 10000);
+    ck_assert_uint_eq(config->graph.timeout_ms, 60000);
     ck_assert_uint_eq(config->fetch.workers, 4);
     ck_assert_uint_eq(config->fetch.not_found_horizon_ms, 4ULL * 3600 * 1000);
     ck_assert_uint_eq(config->fetch.retry_base_ms, 5000);

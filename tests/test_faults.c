@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The fault matrix: fakegraph fails each record's first requests with one
- * kind of failure (429 with and without Retry-After, 500, 503, a slow answer,
+ * kind of failure (429 with and without Retry-After, 500, 503, a slow answer, a timeout,
  * a dropped connection, a truncated body that is invalid JSON), and every
  * record must still reach the file sink exactly once per version. A version
  * that goes backwards is never delivered again.
@@ -26,7 +26,13 @@ static json_t *template;
 static void start_all(void)
 {
     crd_test_graph_prepare(&graph);
-    char *graph_keys = crd_test_graph_config(&graph);
+    char *base_keys = crd_test_graph_config(&graph);
+    char *graph_keys = NULL;
+    /* A short request timeout, so that a slow enough answer is a timeout. */
+    if (asprintf(&graph_keys, "%stimeout = 1s\n", base_keys) < 0) {
+        abort();
+    }
+    free(base_keys);
     sink_dir = crd_test_make_tmpdir("crd-faults-sink");
     char *sections = NULL;
     if (asprintf(&sink_path, "%s/records.jsonl", sink_dir) < 0 ||
@@ -184,7 +190,18 @@ END_TEST
 START_TEST(slow_answers)
 {
     check_fault("slow answers", "a1000000-0000-4000-8000-000000000005",
-                json_pack("{s:i, s:i}", "delayMs", 1500, "count", 2));
+                json_pack("{s:i, s:i}", "delayMs", 600, "count", 2));
+}
+END_TEST
+
+START_TEST(timeouts)
+{
+    /* Each of the first two requests takes longer than [graph] timeout = 1s. */
+    const char *call_id = "a1000000-0000-4000-8000-000000000009";
+    check_fault("timeouts", call_id, json_pack("{s:i, s:i}", "delayMs", 2500, "count", 2));
+    /* Abandoned requests were repeated: without the timeout, two requests would have done. */
+    ck_assert_msg(requests_for(call_id) >= 4, "only %zu requests: the slow ones did not time out",
+                  requests_for(call_id));
 }
 END_TEST
 
@@ -231,6 +248,7 @@ int main(void)
     tcase_add_test(tcase, throttled_without_retry_after);
     tcase_add_test(tcase, server_errors);
     tcase_add_test(tcase, slow_answers);
+    tcase_add_test(tcase, timeouts);
     tcase_add_test(tcase, dropped_connections);
     tcase_add_test(tcase, truncated_invalid_json);
     tcase_add_test(tcase, version_going_backwards_not_delivered);
