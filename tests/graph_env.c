@@ -109,3 +109,101 @@ void crd_test_graph_stop(struct crd_test_graph *graph)
     free(graph->log_path);
     memset(graph, 0, sizeof(*graph));
 }
+
+void crd_test_world_start(struct crd_test_world *world, const char *graph_extra,
+                          const char *sections)
+{
+    memset(world, 0, sizeof(*world));
+    crd_test_graph_prepare(&world->graph);
+    char *base_keys = crd_test_graph_config(&world->graph);
+    char *graph_keys = NULL;
+    char *all_sections = NULL;
+    world->sink_dir = crd_test_make_tmpdir("crd-sink");
+    if (asprintf(&graph_keys, "%s%s", base_keys, graph_extra != NULL ? graph_extra : "") < 0 ||
+        asprintf(&world->sink_path, "%s/records.jsonl", world->sink_dir) < 0 ||
+        asprintf(&all_sections, "%s\n[sink archive]\ntype = file\npath = %s\n",
+                 sections != NULL ? sections : "", world->sink_path) < 0) {
+        abort();
+    }
+    struct crd_test_env_options options = {.graph = graph_keys, .sections = all_sections};
+    crd_test_env_create_with(&world->env, &options);
+    free(base_keys);
+    free(graph_keys);
+    free(all_sections);
+
+    crd_test_graph_start(&world->graph, &world->env, NULL);
+    if (crd_test_env_start(&world->env) != 0) {
+        fprintf(stderr, "callrecd did not become ready\n");
+        exit(1);
+    }
+}
+
+void crd_test_world_stop(struct crd_test_world *world)
+{
+    (void)crd_test_env_stop(&world->env);
+    crd_test_env_destroy(&world->env);
+    crd_test_graph_stop(&world->graph);
+    if (getenv("CRD_KEEP_TEST_DIRS") == NULL) {
+        crd_test_remove_tree(world->sink_dir);
+    }
+    free(world->sink_dir);
+    free(world->sink_path);
+    memset(world, 0, sizeof(*world));
+}
+
+void crd_test_world_publish(struct crd_test_world *world, const json_t *record,
+                            const char *call_id, long long version)
+{
+    json_t *copy = json_deep_copy(record);
+    json_object_set_new(copy, "id", json_string(call_id));
+    json_object_set_new(copy, "version", json_integer(version));
+    json_t *body = json_pack("{s:o}", "record", copy);
+    long status = crd_test_graph_control(&world->graph, "records", body, NULL);
+    ck_assert_msg(status >= 200 && status < 300, "publishing %s answered HTTP %ld", call_id,
+                  status);
+    json_decref(body);
+}
+
+long crd_test_world_notify(struct crd_test_world *world, const char *call_id)
+{
+    char *url = NULL;
+    ck_assert_int_ge(asprintf(&url, "%s/notify", world->env.base_url), 0);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "callId", call_id, "changeType", "updated",
+                             "notificationUrl", url, "clientState", CRD_TEST_CLIENT_STATE);
+    json_t *answer = NULL;
+    long status = crd_test_graph_control(&world->graph, "notify", body, &answer);
+    ck_assert_msg(status == 200, "fakegraph's notify answered HTTP %ld", status);
+    long received = (long)json_integer_value(json_object_get(answer, "status"));
+    json_decref(answer);
+    json_decref(body);
+    free(url);
+    return received;
+}
+
+static char *delivery_key(const char *call_id, long long version)
+{
+    char *needle = NULL;
+    ck_assert_int_ge(asprintf(&needle, "\"idempotencyKey\":\"%s/%s/%lld\"", CRD_TEST_TENANT_ID,
+                              call_id, version),
+                     0);
+    return needle;
+}
+
+size_t crd_test_world_deliveries(const struct crd_test_world *world, const char *call_id,
+                                 long long version)
+{
+    char *needle = delivery_key(call_id, version);
+    const char *needles[] = {needle, NULL};
+    size_t count = crd_test_count_lines(world->sink_path, needles);
+    free(needle);
+    return count;
+}
+
+bool crd_test_world_wait_delivered(const struct crd_test_world *world, const char *call_id,
+                                   long long version, int timeout_ms)
+{
+    char *needle = delivery_key(call_id, version);
+    bool found = crd_test_wait_for_text(world->sink_path, needle, timeout_ms);
+    free(needle);
+    return found;
+}

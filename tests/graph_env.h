@@ -7,6 +7,7 @@
 #define CRD_TEST_GRAPH_ENV_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -48,5 +49,40 @@ long crd_test_graph_control(const struct crd_test_graph *graph, const char *path
 
 /* Stops fakegraph and removes its directory unless $CRD_KEEP_TEST_DIRS is set. */
 void crd_test_graph_stop(struct crd_test_graph *graph);
+
+/* ---- a daemon, fakegraph and a file sink together --------------------------- */
+
+struct crd_test_world {
+    struct crd_test_env env;
+    struct crd_test_graph graph;
+    char *sink_dir;
+    char *sink_path;      /* the JSON Lines file of [sink archive] */
+};
+
+/*
+ * Starts fakegraph and callrecd. graph_extra is appended to [graph] and
+ * sections (such as "[fetch]\n...") before a [sink archive] file sink; both
+ * may be NULL. Exits the test program when either does not start.
+ */
+void crd_test_world_start(struct crd_test_world *world, const char *graph_extra,
+                          const char *sections);
+
+/* Stops both and removes their directories (unless $CRD_KEEP_TEST_DIRS is set). */
+void crd_test_world_stop(struct crd_test_world *world);
+
+/* Publishes a copy of record with its id and version replaced. */
+void crd_test_world_publish(struct crd_test_world *world, const json_t *record,
+                            const char *call_id, long long version);
+
+/* Makes fakegraph send one "updated" notification for call_id; returns callrecd's status. */
+long crd_test_world_notify(struct crd_test_world *world, const char *call_id);
+
+/* Lines of the sink for (call id, version). */
+size_t crd_test_world_deliveries(const struct crd_test_world *world, const char *call_id,
+                                 long long version);
+
+/* Waits up to timeout_ms until the sink has a line for (call id, version). */
+bool crd_test_world_wait_delivered(const struct crd_test_world *world, const char *call_id,
+                                   long long version, int timeout_ms);
 
 #endif

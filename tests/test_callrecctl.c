@@ -15,42 +15,18 @@
 
 #define CALL_ID "b2000000-0000-4000-8000-000000000001"
 
-static struct crd_test_env env;
-static struct crd_test_graph graph;
-static char *sink_dir;
-static char *sink_path;
+static struct crd_test_world world;
 
 static void start_all(void)
 {
-    crd_test_graph_prepare(&graph);
-    char *graph_keys = crd_test_graph_config(&graph);
-    sink_dir = crd_test_make_tmpdir("crd-dead-letter-sink");
-    char *sections = NULL;
-    if (asprintf(&sink_path, "%s/records.jsonl", sink_dir) < 0 ||
-        asprintf(&sections,
-                 "[fetch]\nworkers = 2\nretry_base = 50ms\nretry_max = 300ms\nmax_attempts = 3\n"
-                 "\n[sink archive]\ntype = file\npath = %s\n",
-                 sink_path) < 0) {
-        abort();
-    }
-    struct crd_test_env_options options = {.graph = graph_keys, .sections = sections};
-    crd_test_env_create_with(&env, &options);
-    free(graph_keys);
-    free(sections);
-    crd_test_graph_start(&graph, &env, NULL);
-    if (crd_test_env_start(&env) != 0) {
-        exit(1);
-    }
+    crd_test_world_start(&world, NULL,
+                         "[fetch]\nworkers = 2\nretry_base = 50ms\nretry_max = 300ms\n"
+                         "max_attempts = 3\n");
 }
 
 static void stop_all(void)
 {
-    (void)crd_test_env_stop(&env);
-    crd_test_env_destroy(&env);
-    crd_test_graph_stop(&graph);
-    crd_test_remove_tree(sink_dir);
-    free(sink_dir);
-    free(sink_path);
+    crd_test_world_stop(&world);
 }
 
 static void publish(void)
@@ -58,11 +34,9 @@ static void publish(void)
     char *fixture = crd_test_fixture_path("callrecord-pstn.json");
     json_t *record = json_load_file(fixture, 0, NULL);
     ck_assert_ptr_nonnull(record);
-    json_object_set_new(record, "id", json_string(CALL_ID));
-    json_t *body = json_pack("{s:o}", "record", record);
-    long status = crd_test_graph_control(&graph, "records", body, NULL);
-    ck_assert_msg(status >= 200 && status < 300, "publish answered %ld", status);
-    json_decref(body);
+    crd_test_world_publish(&world, record, CALL_ID,
+                           json_integer_value(json_object_get(record, "version")));
+    json_decref(record);
     free(fixture);
 }
 
@@ -70,7 +44,7 @@ static void publish(void)
 static int callrecctl(const char *command, const char *option, char **ret_output)
 {
     char *program = crd_test_build_path("tools/callrecctl");
-    char *argv[] = {program, "-c", env.config_path, (char *)command, (char *)option, NULL};
+    char *argv[] = {program, "-c", world.env.config_path, (char *)command, (char *)option, NULL};
     int status = crd_test_run_with_stderr(argv, ret_output);
     free(program);
     return status;
@@ -82,22 +56,14 @@ START_TEST(exhausted_job_dead_lettered_then_retried)
     json_t *fault = json_pack("{s:s, s:i, s:i}", "match",
                               "/v1.0/communications/callRecords/" CALL_ID, "status", 500,
                               "count", 1000);
-    long queued = crd_test_graph_control(&graph, "faults", fault, NULL);
+    long queued = crd_test_graph_control(&world.graph, "faults", fault, NULL);
     ck_assert_msg(queued >= 200 && queued < 300, "queueing the fault answered %ld", queued);
     json_decref(fault);
 
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/notify", env.base_url), 0);
-    json_t *notify = json_pack("{s:s, s:s, s:s, s:s}", "callId", CALL_ID, "changeType",
-                               "updated", "notificationUrl", url, "clientState",
-                               CRD_TEST_CLIENT_STATE);
-    json_t *answer = NULL;
-    ck_assert_int_eq(crd_test_graph_control(&graph, "notify", notify, &answer), 200);
-    ck_assert_int_eq(json_integer_value(json_object_get(answer, "status")), 202);
-    json_decref(answer);
+    ck_assert_int_eq(crd_test_world_notify(&world, CALL_ID), 202);
 
     /* After three attempts the job moves to the dead letters, with a log line. */
-    ck_assert_msg(crd_test_wait_for_text(env.log_path, "moved to the dead letters", 30000),
+    ck_assert_msg(crd_test_wait_for_text(world.env.log_path, "moved to the dead letters", 30000),
                   "the job never reached the dead letters");
 
     char *output = NULL;
@@ -112,7 +78,7 @@ START_TEST(exhausted_job_dead_lettered_then_retried)
 
     /* Graph recovers: the faults are gone, the record is there again. */
     json_t *empty = json_object();
-    long status = crd_test_graph_control(&graph, "reset", empty, NULL);
+    long status = crd_test_graph_control(&world.graph, "reset", empty, NULL);
     ck_assert_msg(status >= 200 && status < 300, "reset answered %ld", status);
     json_decref(empty);
     publish();
@@ -121,17 +87,12 @@ START_TEST(exhausted_job_dead_lettered_then_retried)
     ck_assert_msg(strstr(output, "re-armed 1 jobs") != NULL, "retry: %s", output);
     free(output);
 
-    char needle[160];
-    snprintf(needle, sizeof(needle), "\"idempotencyKey\":\"%s/%s/2\"", CRD_TEST_TENANT_ID,
-             CALL_ID);
-    ck_assert_msg(crd_test_wait_for_text(sink_path, needle, 30000),
+    ck_assert_msg(crd_test_world_wait_delivered(&world, CALL_ID, 2, 30000),
                   "the retried job was not delivered");
     ck_assert_int_eq(callrecctl("status", NULL, &output), 0);
     ck_assert_msg(strstr(output, "job dead letters: 0") != NULL, "status after retry: %s",
                   output);
     free(output);
-    json_decref(notify);
-    free(url);
 }
 END_TEST
 
