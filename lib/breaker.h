@@ -83,7 +83,7 @@ void crd_breaker_init(struct crd_breaker *breaker, const struct crd_breaker_opti
 /*
  * Decides whether a fetch may start at now_ms. An open breaker whose period
  * has ended becomes half-open here. Returns true when the fetch may start;
- * then *ret_probe tells whether it is the half-open probe, whose outcome the
+ * then *ret_probe is true for the half-open probe, whose outcome the
  * caller must pass to crd_breaker_record() with probe = true. Returns false
  * when it may not; then *ret_wait_ms is the time until the period ends, or
  * -1 while a probe runs (wait until its outcome is recorded).

@@ -15,9 +15,9 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Longest value quoted in a message; longer ones are cut with "...". */
+/* Maximum length of a value quoted in a message; longer ones are cut with "...". */
 #define CONF_SHOWN_VALUE_MAX 120
-/* Longest option table of a section. */
+/* Maximum number of options in one section's table. */
 #define CONF_MAX_OPTIONS 16
 
 /* ------------------------------------------------------------------------ */

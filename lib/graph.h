@@ -4,7 +4,7 @@
  * subscriptions, with the token cache and the throttle gate that every
  * worker shares.
  *
- * struct crd_graph is shared and thread-safe: it holds the configuration,
+ * struct crd_graph is shared and thread-safe. It contains the configuration,
  * the access token cache (refreshed before expiry and once after a 401) and
  * the throttle gate (a 429 pauses every request of every worker until its
  * Retry-After has passed). struct crd_graph_session belongs to one thread at
@@ -65,7 +65,7 @@ struct crd_graph_limits_options {
     unsigned window_ms;       /* 0: CRD_GRAPH_RATE_WINDOW_MS */
 };
 
-/* What Graph said about a failed request, for logs. Empty strings when unknown. */
+/* Details of a failed Graph request, for logs. Empty strings when unknown. */
 struct crd_graph_failure {
     long http_status;                      /* 0 for a transport failure */
     char code[64];                         /* error.code from Graph's error body */

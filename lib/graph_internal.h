@@ -43,7 +43,7 @@ struct crd_graph_session {
     uint64_t random_state; /* for jitter and client-request-ids (splitmix64) */
 };
 
-/* Which request budgets of struct crd_graph_limits a request uses besides the tenant's. */
+/* Request budget of struct crd_graph_limits that a request uses besides the tenant's. */
 enum graph_budget {
     GRAPH_BUDGET_NONE,   /* not paced: subscriptions and other resources */
     GRAPH_BUDGET_RECORD, /* one call record, its sessions or participants: graph_fetch.call_id */

@@ -31,7 +31,7 @@ struct crd_store_options {
     unsigned busy_timeout_ms;         /* 0: a default of 5000 */
 };
 
-/* What the store found when it opened the database. */
+/* Summary of the database as crd_store_open() found it. */
 struct crd_store_open_report {
     int schema_version_before;        /* 0 for a new database */
     int schema_version;               /* after migrations */
@@ -299,7 +299,7 @@ const char *crd_dead_letter_kind_name(enum crd_dead_letter_kind kind);
  * job becomes 'failed' with one more attempt and last_error, and a dead
  * letter of kind job records it. A job notified since its claim is made
  * pending and due now instead, as in crd_store_fail_job(), and gets no dead
- * letter. *ret_moved (may be NULL) tells which happened. A later
+ * letter. *ret_moved (may be NULL) is set to whether the job moved. A later
  * notification re-arms the failed job as before, and the job's dead letter
  * is removed when a fetch of the call completes. -ENOENT when the job does
  * not exist.
@@ -336,7 +336,7 @@ int crd_store_count_dead_letters(struct crd_store *store, enum crd_dead_letter_k
  * be NULL) get the numbers re-armed.
  *
  * NOTE: a re-armed delivery goes out even when a newer version of the call
- * already reached the sink, so that sink then sees the versions out of order.
+ * already reached the sink, so that sink then receives the versions out of order.
  */
 int crd_store_retry_dead_letters(struct crd_store *store, const char *call_id, const char *sink,
                                  int64_t now_ms, int64_t *ret_jobs, int64_t *ret_deliveries,

@@ -611,7 +611,7 @@ int crd_store_complete_job(struct crd_store *store, const struct crd_job *job,
     }
 
     if (!finished) {
-        /* The record is kept, but the job's state now belongs to whoever changed it. */
+        /* The record is kept, but the job's state is left to the caller that changed it. */
         struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
         crd_log_debug(CRD_LOG_STORE, &ids, "completed a job that was no longer running");
     }

@@ -217,7 +217,7 @@ static int64_t requested_expiry_ms(const struct crd_subscription *manager)
     return crd_time_now_ms() + lifetime;
 }
 
-/* What the start-up listing found. */
+/* Result of the start-up listing of subscriptions. */
 struct listing {
     struct crd_subscription *manager;
     json_t *adoptable;   /* subscriptions matching the configuration */

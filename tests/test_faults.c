@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The fault matrix: fakegraph fails each record's first requests with one
- * kind of failure (429 with and without Retry-After, 500, 503, a slow answer, a timeout,
+ * kind of failure (429 with and without Retry-After, 500, 503, a slow response, a timeout,
  * a dropped connection, a truncated body that is invalid JSON), and every
  * record must still reach the file sink exactly once per version. A version
  * that goes backwards is never delivered again.
@@ -24,7 +24,7 @@ static json_t *template;
 
 static void start_all(void)
 {
-    /* A short request timeout, so that a slow enough answer is a timeout. */
+    /* A short request timeout, so that a slow enough response times out. */
     crd_test_world_start(&world, "timeout = 1s\n",
                          "[fetch]\nworkers = 4\nretry_base = 100ms\nretry_max = 1s\n");
     char *fixture = crd_test_fixture_path("callrecord-pstn.json");
