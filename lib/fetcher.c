@@ -239,13 +239,21 @@ static void describe_failure(const struct crd_graph_failure *failure, char *out,
              failure->request_id[0] != '\0' ? ", request-id " : "", failure->request_id);
 }
 
+/*
+ * Makes the job due again after delay_ms. A failure that is not the job's
+ * fault (a Graph outage, a shutdown) is not counted as an attempt, so the
+ * job has as many attempts left afterwards as before.
+ */
 static void reschedule(struct crd_fetcher *fetcher, const struct crd_job *job, int64_t delay_ms,
-                       const char *why)
+                       const char *why, bool counts_as_attempt)
 {
     struct crd_error err = {0};
     struct crd_log_ids ids = {.tenant = job->tenant_id, .call_id = job->call_id};
-    if (crd_store_reschedule_job(fetcher->options.store, job, crd_time_now_ms() + delay_ms, why,
-                                 &err) < 0) {
+    int64_t due_at_ms = crd_time_now_ms() + delay_ms;
+    int r = counts_as_attempt
+                ? crd_store_reschedule_job(fetcher->options.store, job, due_at_ms, why, &err)
+                : crd_store_postpone_job(fetcher->options.store, job, due_at_ms, why, &err);
+    if (r < 0) {
         /* The job stays 'running' and is recovered as pending at the next start. */
         crd_log_err(&ids, "cannot reschedule the job: %s", err.message);
         return;
@@ -290,7 +298,8 @@ static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job,
     struct crd_error err = {0};
     char *text = json_dumps(record, JSON_COMPACT);
     if (text == NULL) {
-        reschedule(fetcher, job, DEFAULT_RETRY_BASE_MS, "out of memory serializing the record");
+        reschedule(fetcher, job, DEFAULT_RETRY_BASE_MS, "out of memory serializing the record",
+                   true);
         return;
     }
 
@@ -308,7 +317,7 @@ static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job,
     if (r < 0) {
         crd_log_err(&ids, "cannot store version %lld: %s; retrying", (long long)version.version,
                     err.message);
-        reschedule(fetcher, job, DEFAULT_RETRY_BASE_MS, err.message);
+        reschedule(fetcher, job, DEFAULT_RETRY_BASE_MS, err.message, false);
         return;
     }
 
@@ -331,7 +340,8 @@ static void store_record(struct crd_fetcher *fetcher, const struct crd_job *job,
 
 /*
  * Reschedules or gives up a failed job. During an outage (the breaker is
- * open or half-open) a transient failure never gives the job up.
+ * open or half-open) a transient failure or a 404 never gives the job up
+ * and does not count as one of its attempts.
  */
 static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *job, int r,
                            const struct crd_graph_failure *failure, const struct crd_error *err,
@@ -347,7 +357,7 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
     case ENOENT: {
         atomic_fetch_add(&fetcher->counters.not_found, 1);
         int64_t age = crd_time_now_ms() - job->first_notified_at_ms;
-        if (age >= options->not_found_horizon_ms) {
+        if (!outage && age >= options->not_found_horizon_ms) {
             give_up(fetcher, job, "still not found (HTTP 404) after the availability horizon");
             return;
         }
@@ -355,14 +365,10 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
                                                options->retry_max_ms, random_u32());
         crd_log_info(&ids, "call record not available yet (%s); retrying in %lld ms", detail,
                      (long long)delay);
-        reschedule(fetcher, job, delay, "not found (HTTP 404)");
+        reschedule(fetcher, job, delay, "not found (HTTP 404)", !outage);
         return;
     }
     case EAGAIN: {
-        /*
-         * NOTE: the store still counts an attempt made during an outage, so
-         * such a job has fewer attempts left after the outage.
-         */
         if (!outage && attempts_exhausted(fetcher, attempt)) {
             give_up(fetcher, job, err->message);
             return;
@@ -372,9 +378,14 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
         if (failure->retry_after_ms > delay) {
             delay = failure->retry_after_ms;
         }
-        crd_log_warn(&ids, "fetch failed: %s; retrying in %lld ms (attempt %u)", err->message,
-                     (long long)delay, attempt);
-        reschedule(fetcher, job, delay, err->message);
+        if (outage) {
+            crd_log_warn(&ids, "fetch failed during the Graph outage: %s; retrying in %lld ms "
+                         "(not counted as an attempt)", err->message, (long long)delay);
+        } else {
+            crd_log_warn(&ids, "fetch failed: %s; retrying in %lld ms (attempt %u)", err->message,
+                         (long long)delay, attempt);
+        }
+        reschedule(fetcher, job, delay, err->message, !outage);
         return;
     }
     case EACCES:
@@ -384,11 +395,11 @@ static void handle_failure(struct crd_fetcher *fetcher, const struct crd_job *jo
         }
         crd_log_err(&ids, "fetch failed, permission denied: %s; retrying in %lld minutes", err->message,
                     (long long)(PERMISSION_RETRY_MS / 60000));
-        reschedule(fetcher, job, PERMISSION_RETRY_MS, err->message);
+        reschedule(fetcher, job, PERMISSION_RETRY_MS, err->message, true);
         return;
     case ECANCELED:
         /* Shutting down: the job is due again at the next start. */
-        reschedule(fetcher, job, 0, "cancelled by shutdown");
+        reschedule(fetcher, job, 0, "cancelled by shutdown", false);
         return;
     default:
         give_up(fetcher, job, err->message);

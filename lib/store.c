@@ -114,14 +114,15 @@ static const char *const store_migrations[] = {
 
 /*
  * Inserts a job, or coalesces a notice into the existing job for the same
- * call. SQLite evaluates every SET expression against the row as it was before
+ * call. A new or re-armed job is due ?7 (the coalescing window) after the
+ * notice; a pending one keeps its due time. SQLite evaluates every SET expression against the row as it was before
  * the update, so the CASE tests below all see the old state.
  */
 static const char store_enqueue_sql[] =
     "INSERT INTO jobs (tenant_id, call_id, subscription_id, change_type,"
     "                  first_notified_at, last_notified_at, notification_count, state,"
     "                  due_at, attempts, created_at, updated_at)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, 'pending', ?5, 0, ?6, ?6)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1, 'pending', ?5 + ?7, 0, ?6, ?6)"
     " ON CONFLICT (tenant_id, call_id) DO UPDATE SET"
     "  last_notified_at = max(last_notified_at, excluded.last_notified_at),"
     "  notification_count = notification_count + 1,"
@@ -564,6 +565,10 @@ static int store_check_options(const struct crd_store_options *options, struct c
         return crd_error_set(err, -EINVAL, "store: invalid durability value %d",
                              (int)options->durability);
     }
+    if (options->job_coalesce_ms > INT32_MAX) {
+        return crd_error_set(err, -EINVAL, "store: job coalescing window of %llu ms is too long",
+                             (unsigned long long)options->job_coalesce_ms);
+    }
     return 0;
 }
 
@@ -599,6 +604,7 @@ int crd_store_open(const struct crd_store_options *options, struct crd_store **r
         r = crd_error_set(err, -ENOMEM, "store: out of memory allocating the store");
         goto out;
     }
+    store->job_coalesce_ms = (int64_t)options->job_coalesce_ms;
     r = store_open_connection(store, options->busy_timeout_ms, err);
     if (r < 0) {
         goto out;
@@ -742,6 +748,9 @@ static int store_upsert_job_locked(struct crd_store *store, const struct crd_job
     }
     if (rc == SQLITE_OK) {
         rc = sqlite3_bind_int64(stmt, 6, now_ms);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_bind_int64(stmt, 7, store->job_coalesce_ms);
     }
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(stmt);

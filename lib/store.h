@@ -29,6 +29,12 @@ struct crd_store_options {
     const char *state_directory;      /* created with mode 0700 when missing */
     enum crd_durability durability;
     unsigned busy_timeout_ms;         /* 0: a default of 5000 */
+    /*
+     * A new or re-armed job becomes due this long after its first
+     * notification, so that a burst of notifications for one call, which
+     * coalesce into the pending job, costs one fetch. 0: due at once.
+     */
+    uint64_t job_coalesce_ms;
 };
 
 /* Summary of the database as crd_store_open() found it. */
@@ -190,6 +196,14 @@ int crd_store_complete_job(struct crd_store *store, const struct crd_job *job,
  */
 int crd_store_reschedule_job(struct crd_store *store, const struct crd_job *job, int64_t due_at_ms,
                              const char *last_error, struct crd_error *err);
+
+/*
+ * As crd_store_reschedule_job(), but the failure does not count as an
+ * attempt: for failures that are not the job's fault, such as a Graph
+ * outage or a shutdown. -ENOENT when the job does not exist.
+ */
+int crd_store_postpone_job(struct crd_store *store, const struct crd_job *job, int64_t due_at_ms,
+                           const char *last_error, struct crd_error *err);
 
 /*
  * Gives the job up: state 'failed' with last_error. A later notification

@@ -26,6 +26,7 @@ enum crd_store_statement {
     CRD_STORE_STMT_INSERT_OUTBOX,
     CRD_STORE_STMT_FINISH_JOB,
     CRD_STORE_STMT_RESCHEDULE_JOB,
+    CRD_STORE_STMT_POSTPONE_JOB,
     CRD_STORE_STMT_FAIL_JOB,
     CRD_STORE_STMT_SELECT_DUE_DELIVERY,
     CRD_STORE_STMT_NEXT_DELIVERY_DUE,
@@ -64,6 +65,7 @@ struct crd_store {
     pthread_mutex_t lock;
     sqlite3 *db;
     char *path;                       /* <state_directory>/callrecd.db, for messages */
+    int64_t job_coalesce_ms;          /* options.job_coalesce_ms */
     sqlite3_stmt *enqueue_job;
     sqlite3_stmt *get_setting;
     sqlite3_stmt *set_setting;

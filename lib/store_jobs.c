@@ -55,16 +55,27 @@ static const char insert_outbox_sql[] =
 #define STORE_NOTIFIED_SINCE_CLAIM                                                                 \
     "(claimed_at IS NULL OR last_notified_at > claimed_at OR notification_count > ?3)"
 
-/* Ends a fetch that succeeded: done, or due again at ?4 (now) when notified since the claim. */
+/*
+ * Ends a fetch that succeeded: done, or pending again when notified since
+ * the claim. Then it is due once the coalescing window ?5 after the latest
+ * notification has passed, but not before ?4 (now).
+ */
 static const char finish_job_sql[] =
     "UPDATE jobs SET"
     "  state = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN 'pending' ELSE 'done' END,"
-    "  due_at = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN ?4 ELSE due_at END,"
+    "  due_at = CASE WHEN " STORE_NOTIFIED_SINCE_CLAIM " THEN max(?4, last_notified_at + ?5)"
+    "           ELSE due_at END,"
     "  attempts = 0, last_error = NULL, first_failed_at = NULL, updated_at = ?4"
     " WHERE tenant_id = ?1 AND call_id = ?2 AND state = 'running'";
 
 static const char reschedule_job_sql[] =
     "UPDATE jobs SET state = 'pending', due_at = ?3, attempts = attempts + 1, last_error = ?5,"
+    "  first_failed_at = coalesce(first_failed_at, ?4), updated_at = ?4"
+    " WHERE tenant_id = ?1 AND call_id = ?2";
+
+/* As reschedule_job_sql, but the failure does not count as an attempt of the job. */
+static const char postpone_job_sql[] =
+    "UPDATE jobs SET state = 'pending', due_at = ?3, last_error = ?5,"
     "  first_failed_at = coalesce(first_failed_at, ?4), updated_at = ?4"
     " WHERE tenant_id = ?1 AND call_id = ?2";
 
@@ -594,8 +605,8 @@ int crd_store_complete_job(struct crd_store *store, const struct crd_job *job,
     if (r < 0) {
         goto out;
     }
-    int64_t values[] = {job->notification_count, now_ms};
-    r = store_update_job_locked(store, CRD_STORE_STMT_FINISH_JOB, finish_job_sql, job, values, 2,
+    int64_t values[] = {job->notification_count, now_ms, store->job_coalesce_ms};
+    r = store_update_job_locked(store, CRD_STORE_STMT_FINISH_JOB, finish_job_sql, job, values, 3,
                                 NULL, "finishing the job", &finished, err);
     if (r < 0) {
         goto out;
@@ -659,6 +670,22 @@ int crd_store_reschedule_job(struct crd_store *store, const struct crd_job *job,
     int64_t values[] = {due_at_ms, crd_time_now_ms()};
     return store_change_job(store, CRD_STORE_STMT_RESCHEDULE_JOB, reschedule_job_sql, job, values,
                             2, last_error, "rescheduling the job", err);
+}
+
+int crd_store_postpone_job(struct crd_store *store, const struct crd_job *job, int64_t due_at_ms,
+                           const char *last_error, struct crd_error *err)
+{
+    if (store == NULL) {
+        return crd_error_set(err, -EINVAL, "store: postpone_job called without a store");
+    }
+    int r = store_check_job(job, "postpone_job", err);
+    if (r < 0) {
+        return r;
+    }
+
+    int64_t values[] = {due_at_ms, crd_time_now_ms()};
+    return store_change_job(store, CRD_STORE_STMT_POSTPONE_JOB, postpone_job_sql, job, values, 2,
+                            last_error, "postponing the job", err);
 }
 
 int crd_store_fail_job(struct crd_store *store, const struct crd_job *job, const char *last_error,

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,7 +209,7 @@ static void start_all(void)
     char *sections = NULL;
     if (asprintf(&sink_path, "%s/records.jsonl", sink_dir) < 0 ||
         asprintf(&sections,
-                 "[fetch]\nworkers = %d\nretry_base = 100ms\nretry_max = 1s\n"
+                 "[fetch]\nworkers = %d\nretry_base = 100ms\nretry_max = 1s\nmax_attempts = 2\n"
                  "outage_min_attempts = 4\noutage_failure_percent = 80\n"
                  "outage_backoff_max = 1s\n\n"
                  "[reconcile]\ninterval = 0\n\n"
@@ -298,6 +299,22 @@ static size_t record_requests(void)
     return count;
 }
 
+/* The sum of the attempts counted in the daemon's jobs table. */
+static int64_t counted_attempts(void)
+{
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open_v2(env.db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *stmt = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT total(attempts) FROM jobs", -1, &stmt, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(stmt), SQLITE_ROW);
+    int64_t sum = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return sum;
+}
+
 /* The "graph" member of /healthz, state only; malloc'ed. */
 static char *graph_health_state(void)
 {
@@ -351,6 +368,13 @@ START_TEST(outage_pauses_fetching_and_recovers)
                   after_probes - at_open, bound);
     ck_assert_msg(after_probes < OUTAGE_CALLS * REQUESTS_PER_FAILED_FETCH,
                   "%zu requests in all", after_probes);
+    /*
+     * Failed probes are not the jobs' fault: only the fetches that failed
+     * before the breaker opened count as attempts, at most one per worker.
+     */
+    int64_t attempts = counted_attempts();
+    ck_assert_msg(attempts <= OUTAGE_WORKERS, "%lld attempts counted during the outage",
+                  (long long)attempts);
 
     json_t *empty = json_object();
     status = crd_test_graph_control(&graph, "reset", empty, NULL);
@@ -369,6 +393,8 @@ START_TEST(outage_pauses_fetching_and_recovers)
     state = graph_health_state();
     ck_assert_str_eq(state, "closed");
     free(state);
+    ck_assert_msg(!crd_test_wait_for_text(env.log_path, "dead letters", 0),
+                  "a job was given up although max_attempts = 2 was only reached in the outage");
 }
 END_TEST
 

@@ -1365,6 +1365,107 @@ START_TEST(test_reschedule_job_counts_attempts)
 }
 END_TEST
 
+START_TEST(test_postpone_job_keeps_attempts)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    struct crd_error err = {0};
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT, &job);
+    ck_assert_int_eq(crd_store_reschedule_job(store, &job, NOTIFIED_AT, "HTTP 500", &err), 0);
+    claim_ok(store, NOTIFIED_AT, &job);
+    ck_assert_uint_eq(job.attempts, 1);
+
+    int r = crd_store_postpone_job(store, &job, NOTIFIED_AT + 30000, "HTTP 503 during an outage",
+                                   &err);
+
+    ck_assert_msg(r == 0, "crd_store_postpone_job failed (%d): %s", r, err.message);
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "pending");
+    ck_assert_int_eq(row.due_at, NOTIFIED_AT + 30000);
+    ck_assert_int_eq(row.attempts, 1);
+    ck_assert_str_eq(row.last_error, "HTTP 503 during an outage");
+    job_row_free(&row);
+    claim_ok(store, NOTIFIED_AT + 30000, &job);
+    ck_assert_uint_eq(job.attempts, 1);
+    ck_assert_int_eq(crd_store_postpone_job(store, NULL, NOTIFIED_AT, "x", &err), -EINVAL);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+/* Opens a store whose jobs wait coalesce_ms after their first notification. */
+static struct crd_store *open_coalescing_store(const struct test_env *env, uint64_t coalesce_ms)
+{
+    struct crd_store_options options = {
+        .state_directory = env->state_dir,
+        .durability = CRD_DURABILITY_PROCESS,
+        .job_coalesce_ms = coalesce_ms,
+    };
+    struct crd_store *store = NULL;
+    struct crd_error err = {0};
+    int r = crd_store_open(&options, &store, NULL, &err);
+    ck_assert_msg(r == 0, "crd_store_open failed (%d): %s", r, err.message);
+    return store;
+}
+
+START_TEST(test_burst_within_window_makes_one_due_job)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_coalescing_store(&env, 2000);
+    struct crd_error err = {0};
+    struct crd_job job;
+    int64_t next_due = 0;
+
+    for (int64_t i = 0; i < 5; i++) {
+        struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT + 300 * i);
+        enqueue_ok(store, &notice, 1);
+    }
+
+    ck_assert_int_eq(crd_store_claim_job(store, NOTIFIED_AT + 1999, &job, &next_due, &err),
+                     -ENOENT);
+    ck_assert_int_eq(next_due, NOTIFIED_AT + 2000);
+    claim_ok(store, NOTIFIED_AT + 2000, &job);
+    ck_assert_int_eq(job.notification_count, 5);
+    ck_assert_int_eq(crd_store_claim_job(store, INT64_MAX, &job, &next_due, &err), -ENOENT);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
+START_TEST(test_notice_during_fetch_waits_for_window)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_coalescing_store(&env, 60000);
+    int64_t now = crd_time_now_ms();
+    struct crd_job_notice first = make_notice(CALL_A, now - 60000);
+    enqueue_ok(store, &first, 1);
+    struct crd_job job;
+    claim_ok(store, now, &job);
+    struct crd_job_notice during = make_notice(CALL_A, now);
+    enqueue_ok(store, &during, 1);
+
+    ck_assert(complete_ok(store, &job, 1, "{\"id\":\"" CALL_A "\",\"version\":1}"));
+
+    struct job_row row;
+    read_job(env.db_path, CALL_A, &row);
+    ck_assert_str_eq(row.state, "pending");
+    ck_assert_int_eq(row.due_at, now + 60000);
+    job_row_free(&row);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
 START_TEST(test_fail_job_marks_failed)
 {
     struct test_env env;
@@ -1680,6 +1781,9 @@ static Suite *store_suite(void)
     tcase_add_test(jobs, test_notification_during_fetch_rearms);
     tcase_add_test(jobs, test_notification_with_earlier_stamp_rearms);
     tcase_add_test(jobs, test_reschedule_job_counts_attempts);
+    tcase_add_test(jobs, test_postpone_job_keeps_attempts);
+    tcase_add_test(jobs, test_burst_within_window_makes_one_due_job);
+    tcase_add_test(jobs, test_notice_during_fetch_waits_for_window);
     tcase_add_test(jobs, test_fail_job_marks_failed);
     tcase_add_test(jobs, test_fail_job_notified_during_fetch_rearms);
     tcase_add_test(jobs, test_change_unknown_job_fails);
