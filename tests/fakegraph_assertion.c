@@ -3,8 +3,8 @@
  * Verification of client assertions (certificate credentials) at fakegraph's
  * token endpoint, as Entra ID checks them. The JWT must be signed PS256 with
  * "x5t#S256", or RS256 with "x5t", naming the registered certificate. Its aud
- * must be the token endpoint, iss and sub the client id, nbf and exp current,
- * and its jti never seen before.
+ * must be the token endpoint of the tenant it is sent to, iss and sub the
+ * client id, nbf and exp current, and its jti never seen before.
  */
 #include "config.h"
 
@@ -161,12 +161,11 @@ static bool remember_jti(struct fakegraph_client_certificate *certificate, const
 }
 
 /* Checks the claims; returns NULL or the reason they are not acceptable. */
-static const char *check_claims(const struct fakegraph_server *server, const json_t *claims,
-                                int64_t now_s)
+static const char *check_claims(const struct fakegraph_server *server, const char *tenant,
+                                const json_t *claims, int64_t now_s)
 {
     char audience[256];
-    snprintf(audience, sizeof(audience), "%s/%s/oauth2/v2.0/token", server->base_url,
-             server->tenant);
+    snprintf(audience, sizeof(audience), "%s/%s/oauth2/v2.0/token", server->base_url, tenant);
     const char *aud = json_string_value(json_object_get(claims, "aud"));
     const char *iss = json_string_value(json_object_get(claims, "iss"));
     const char *sub = json_string_value(json_object_get(claims, "sub"));
@@ -194,8 +193,8 @@ static const char *check_claims(const struct fakegraph_server *server, const jso
     return NULL;
 }
 
-const char *fakegraph_verify_assertion(const struct fakegraph_server *server, const char *type,
-                                       const char *jwt, int64_t now_s)
+const char *fakegraph_verify_assertion(const struct fakegraph_server *server, const char *tenant,
+                                       const char *type, const char *jwt, int64_t now_s)
 {
     struct fakegraph_client_certificate *certificate = server->client_certificate;
     if (certificate == NULL) {
@@ -231,7 +230,7 @@ const char *fakegraph_verify_assertion(const struct fakegraph_server *server, co
     } else if (!signature_valid(certificate, pss, jwt, (size_t)(dot2 - jwt), dot2 + 1)) {
         reason = "the signature does not verify with the registered certificate";
     } else {
-        reason = check_claims(server, claims, now_s);
+        reason = check_claims(server, tenant, claims, now_s);
     }
     if (reason == NULL &&
         !remember_jti(certificate, json_string_value(json_object_get(claims, "jti")))) {

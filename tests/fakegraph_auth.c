@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fakegraph serve as Entra ID: the client-credentials grant of
- * POST /{tenant}/oauth2/v2.0/token with a client secret, and the check of
- * the bearer tokens it issued on every /v1.0/ request. The error bodies
- * follow the Microsoft identity platform v2.0 format: error,
- * error_description (starting "AADSTSnnn: "), error_codes, timestamp,
- * trace_id and correlation_id.
+ * POST /{tenant}/oauth2/v2.0/token with a client secret or a client
+ * assertion. Every served tenant accepts the same client id and credential,
+ * as for a multi-tenant app, and the token it issues belongs to that tenant
+ * (fakegraph_tenants.c stores the tokens and checks them on every /v1.0/
+ * request). The error bodies follow the Microsoft identity platform v2.0
+ * format: error, error_description (starting "AADSTSnnn: "), error_codes,
+ * timestamp, trace_id and correlation_id.
  */
 #include "config.h"
 
@@ -17,7 +19,6 @@
 #include <time.h>
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "fakegraph_server.h"
 
@@ -25,9 +26,6 @@
 
 /* Form fields longer than this are rejected; no field of the grant comes near it. */
 #define FORM_VALUE_MAX 4096
-
-/* The token endpoint responds 503 while this many unexpired tokens exist. */
-#define TOKEN_COUNT_MAX 10000
 
 /* The fields of a token request this emulator reads. */
 struct token_form {
@@ -238,76 +236,13 @@ static enum MHD_Result respond_token_error(struct fakegraph_server *server,
     return fakegraph_respond_json(server, connection, request, status, body);
 }
 
-/* Writes a new random access token: 32 bytes in unpadded base64url. */
-static int make_token(char token[FAKEGRAPH_TOKEN_LEN + 1])
-{
-    unsigned char bytes[32];
-    unsigned char encoded[48];
-    if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
-        return -EIO;
-    }
-    int len = EVP_EncodeBlock(encoded, bytes, sizeof(bytes));
-    size_t out = 0;
-    for (int i = 0; i < len && out < FAKEGRAPH_TOKEN_LEN; i++) {
-        char c = (char)encoded[i];
-        if (c == '=') {
-            break;
-        }
-        if (c == '+') {
-            c = '-';
-        } else if (c == '/') {
-            c = '_';
-        }
-        token[out++] = c;
-    }
-    token[out] = '\0';
-    return 0;
-}
-
-/* Drops the expired tokens. Call with server->lock held. */
-static void expire_tokens_locked(struct fakegraph_server *server, int64_t now_ms)
-{
-    size_t kept = 0;
-    for (size_t i = 0; i < server->token_count; i++) {
-        if (server->tokens[i].expires_at_ms > now_ms) {
-            server->tokens[kept++] = server->tokens[i];
-        }
-    }
-    server->token_count = kept;
-}
-
-static int issue_token(struct fakegraph_server *server, char token[FAKEGRAPH_TOKEN_LEN + 1])
-{
-    int r = make_token(token);
-    if (r < 0) {
-        return r;
-    }
-
-    int64_t now = crd_time_monotonic_ms();
-    pthread_mutex_lock(&server->lock);
-    expire_tokens_locked(server, now);
-    if (server->token_count >= TOKEN_COUNT_MAX) {
-        r = -ENOSPC;
-    } else {
-        struct fakegraph_token *grown =
-            realloc(server->tokens, (server->token_count + 1) * sizeof(*grown));
-        if (grown == NULL) {
-            r = -ENOMEM;
-        } else {
-            server->tokens = grown;
-            struct fakegraph_token *entry = &server->tokens[server->token_count++];
-            memcpy(entry->value, token, FAKEGRAPH_TOKEN_LEN + 1);
-            entry->expires_at_ms = now + (int64_t)server->token_lifetime_s * 1000;
-        }
-    }
-    pthread_mutex_unlock(&server->lock);
-    return r;
-}
-
-/* Checks the grant's fields in Entra's order. Returns true when it queued an error response. */
+/*
+ * Checks the grant's fields in Entra's order for the token endpoint of the
+ * served tenant. Returns true when it queued an error response.
+ */
 static bool reject_token_form(struct fakegraph_server *server, struct MHD_Connection *connection,
-                              struct fakegraph_request *request, const struct token_form *form,
-                              enum MHD_Result *ret_result)
+                              struct fakegraph_request *request, const char *tenant,
+                              const struct token_form *form, enum MHD_Result *ret_result)
 {
     const char *missing = form->grant_type == NULL ? "grant_type"
                           : form->client_id == NULL ? "client_id"
@@ -329,7 +264,7 @@ static bool reject_token_form(struct fakegraph_server *server, struct MHD_Connec
         *ret_result = respond_token_error(server, connection, request, MHD_HTTP_BAD_REQUEST,
                                           "unauthorized_client", 700016, "Application with "
                                           "identifier '%.100s' was not found in the directory "
-                                          "'%s'.", form->client_id, server->tenant);
+                                          "'%s'.", form->client_id, tenant);
         return true;
     }
 
@@ -344,7 +279,7 @@ static bool reject_token_form(struct fakegraph_server *server, struct MHD_Connec
                                   "%.*s was not found in the tenant named %s. (fakegraph "
                                   "accepts the scope %s only.)",
                                   (int)(len - 9 < 200 ? len - 9 : 200), form->scope,
-                                  server->tenant, expected_scope)
+                                  tenant, expected_scope)
             : respond_token_error(server, connection, request, MHD_HTTP_BAD_REQUEST,
                                   "invalid_scope", 1002012, "The provided value for scope "
                                   "%.200s is not valid. Client credential flows must have a "
@@ -354,7 +289,8 @@ static bool reject_token_form(struct fakegraph_server *server, struct MHD_Connec
     }
 
     if (form->client_secret == NULL && form->client_assertion != NULL) {
-        const char *reason = fakegraph_verify_assertion(server, form->client_assertion_type,
+        const char *reason = fakegraph_verify_assertion(server, tenant,
+                                                        form->client_assertion_type,
                                                         form->client_assertion,
                                                         (int64_t)time(NULL));
         if (reason == NULL) {
@@ -398,7 +334,7 @@ enum MHD_Result fakegraph_handle_token(struct fakegraph_server *server,
                                      "requests. Received a %s request.", request->method);
         goto out;
     }
-    if (strcasecmp(tenant, server->tenant) != 0) {
+    if (request->tenant == FAKEGRAPH_NO_TENANT) {
         result = respond_token_error(server, connection, request, MHD_HTTP_BAD_REQUEST,
                                      "invalid_request", 90002, "Tenant '%.100s' not found. Check "
                                      "to make sure you have the correct tenant ID and are signing "
@@ -426,12 +362,13 @@ enum MHD_Result fakegraph_handle_token(struct fakegraph_server *server,
                                      "application/x-www-form-urlencoded text.");
         goto out;
     }
-    if (reject_token_form(server, connection, request, &form, &result)) {
+    const char *served_tenant = server->tenants[request->tenant];
+    if (reject_token_form(server, connection, request, served_tenant, &form, &result)) {
         goto out;
     }
 
     char token[FAKEGRAPH_TOKEN_LEN + 1];
-    r = issue_token(server, token);
+    r = fakegraph_tokens_issue(server, request->tenant, token);
     if (r < 0) {
         result = respond_token_error(server, connection, request, MHD_HTTP_SERVICE_UNAVAILABLE,
                                      "temporarily_unavailable", 50001, "fakegraph could not issue "
@@ -449,50 +386,3 @@ out:
     return result;
 }
 
-/* Looks the token up. Returns 0, -ENOENT (never issued) or -ETIME (expired). */
-static int find_token(struct fakegraph_server *server, const char *token, size_t len)
-{
-    int r = -ENOENT;
-    int64_t now = crd_time_monotonic_ms();
-    pthread_mutex_lock(&server->lock);
-    for (size_t i = 0; i < server->token_count; i++) {
-        const struct fakegraph_token *entry = &server->tokens[i];
-        if (crd_timingsafe_equal(entry->value, strlen(entry->value), token, len)) {
-            r = entry->expires_at_ms > now ? 0 : -ETIME;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&server->lock);
-    return r;
-}
-
-bool fakegraph_check_bearer(struct fakegraph_server *server, struct MHD_Connection *connection,
-                            struct fakegraph_request *request, enum MHD_Result *ret_result)
-{
-    const char *header = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *message = "Access token is empty.";
-    if (header != NULL && strncasecmp(header, "Bearer ", 7) == 0 && header[7] != '\0') {
-        int r = find_token(server, header + 7, strlen(header + 7));
-        if (r == 0) {
-            return true;
-        }
-        message = r == -ETIME ? "Lifetime validation failed, the token is expired."
-                              : "Access token validation failure. The token was not issued "
-                                "by this fakegraph.";
-    } else if (header != NULL) {
-        message = "Access token validation failure. The Authorization header must be "
-                  "\"Bearer <token>\".";
-    }
-
-    char authenticate[256];
-    snprintf(authenticate, sizeof(authenticate),
-             "Bearer realm=\"\", authorization_uri=\"%s/common/oauth2/authorize\", "
-             "client_id=\"00000003-0000-0000-c000-000000000000\"", server->base_url);
-    const char *headers[] = {MHD_HTTP_HEADER_WWW_AUTHENTICATE, authenticate, NULL};
-
-    json_t *body = fakegraph_graph_error_body(request, "InvalidAuthenticationToken", message);
-    *ret_result = fakegraph_respond_graph(server, connection, request, MHD_HTTP_UNAUTHORIZED,
-                                          body, headers);
-    return false;
-}

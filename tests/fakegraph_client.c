@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* fakegraph publish, trigger and fault: clients of the control API of "fakegraph serve". */
+/*
+ * fakegraph publish, trigger and fault: clients of the control API of
+ * "fakegraph serve". Their --tenant options become the "tenant" member of
+ * the request: the tenant a record is published in, whose subscriptions a
+ * notification goes to, or whose requests a fault applies to.
+ */
 #include "config.h"
 
 #include <errno.h>
@@ -144,7 +149,8 @@ static int build_publish_body(const struct fakegraph_publish_options *options,
         }
     }
 
-    body = json_pack("{s:O}", "record", record);
+    /* "s*" leaves out the member when its value is NULL. */
+    body = json_pack("{s:O, s:s*}", "record", record, "tenant", options->tenant);
     if (body == NULL ||
         (participants != NULL && json_object_set(body, "participants", participants) < 0) ||
         (options->not_found_for_ms >= 0 &&
@@ -192,6 +198,9 @@ int fakegraph_publish(const struct fakegraph_publish_options *options, struct cr
         if (options->not_found_for_ms > 0) {
             printf(", not found for %ld ms", options->not_found_for_ms);
         }
+        if (options->tenant != NULL) {
+            printf(", tenant %s", json_string_value(json_object_get(response, "tenant")));
+        }
         printf("\n");
         fflush(stdout);
     }
@@ -213,7 +222,7 @@ int fakegraph_trigger(const struct fakegraph_trigger_options *options, long expe
                              (json_int_t)options->repeat, "batch", options->batch,
                              "notificationUrl", options->notification_url, "clientState",
                              options->client_state, "subscriptionId", options->subscription,
-                             "tenantId", options->tenant);
+                             "tenant", options->tenant);
     if (body == NULL) {
         return crd_error_set(err, -EINVAL, "building the notify request failed; check that "
                              "the values are valid UTF-8");
@@ -252,6 +261,7 @@ enum fault_option_id {
     FAULT_DELAY_MS,
     FAULT_DROP,
     FAULT_TRUNCATE,
+    FAULT_TENANT,
 };
 
 static const struct fakegraph_option_spec fault_specs[] = {
@@ -262,6 +272,7 @@ static const struct fakegraph_option_spec fault_specs[] = {
     {"--delay-ms", FAULT_DELAY_MS, true},
     {"--drop", FAULT_DROP, false},
     {"--truncate", FAULT_TRUNCATE, false},
+    {"--tenant", FAULT_TENANT, true},
     {"--control", FAULT_CONTROL, true},
     {"--cafile", FAULT_CAFILE, true},
 };
@@ -299,6 +310,9 @@ static int apply_fault_option(int id, const char *value, struct fakegraph_fault_
         break;
     case FAULT_DROP:
         options->drop = true;
+        break;
+    case FAULT_TENANT:
+        options->tenant = value;
         break;
     default:
         options->truncate = true;
@@ -349,10 +363,10 @@ int fakegraph_fault(const struct fakegraph_fault_options *options, struct crd_er
 {
     json_t *response = NULL;
     long status = 0;
-    json_t *body = json_pack("{s:s, s:I, s:I, s:b, s:b}", "match", options->match, "count",
+    json_t *body = json_pack("{s:s, s:I, s:I, s:b, s:b, s:s*}", "match", options->match, "count",
                              (json_int_t)options->count, "delayMs",
                              (json_int_t)options->delay_ms, "drop", options->drop, "truncate",
-                             options->truncate);
+                             options->truncate, "tenant", options->tenant);
     if (body == NULL) {
         return crd_error_set(err, -EINVAL, "building the fault request failed");
     }
@@ -399,6 +413,7 @@ enum publish_option_id {
     PUBLISH_RECORD,
     PUBLISH_PARTICIPANTS,
     PUBLISH_NOT_FOUND_FOR,
+    PUBLISH_TENANT,
 };
 
 static const struct fakegraph_option_spec publish_specs[] = {
@@ -407,6 +422,7 @@ static const struct fakegraph_option_spec publish_specs[] = {
     {"--record", PUBLISH_RECORD, true},
     {"--participants", PUBLISH_PARTICIPANTS, true},
     {"--not-found-for", PUBLISH_NOT_FOUND_FOR, true},
+    {"--tenant", PUBLISH_TENANT, true},
 };
 
 static int parse_publish_options(int argc, char **argv, struct fakegraph_publish_options *options,
@@ -429,6 +445,8 @@ static int parse_publish_options(int argc, char **argv, struct fakegraph_publish
             options->records[options->record_count++] = value;
         } else if (id == PUBLISH_PARTICIPANTS) {
             options->participants[options->participant_count++] = value;
+        } else if (id == PUBLISH_TENANT) {
+            options->tenant = value;
         } else {
             r = fakegraph_parse_number("--not-found-for", value, 0, NOT_FOUND_FOR_MAX_MS,
                                        &number, err);

@@ -3,7 +3,8 @@
  * The commands that drive a running "fakegraph serve" through its control
  * API: publish, trigger and fault (fakegraph_client.c), which the scenario
  * driver (fakegraph_scenario.c) runs as steps too. Each prints one line per
- * result to stdout.
+ * result to stdout. Their tenant options name one of the tenants the server
+ * serves, and the server rejects any other.
  */
 #ifndef CRD_TEST_FAKEGRAPH_CLIENT_H
 #define CRD_TEST_FAKEGRAPH_CLIENT_H
@@ -33,6 +34,7 @@ struct fakegraph_publish_options {
     const char **participants;     /* participants_v2 pages */
     size_t participant_count;
     long not_found_for_ms;         /* -1: not given */
+    const char *tenant;            /* NULL: the server's default tenant */
 };
 
 /*
@@ -53,7 +55,7 @@ struct fakegraph_trigger_options {
     const char *notification_url;  /* NULL: the server's subscriptions */
     const char *client_state;
     const char *subscription;
-    const char *tenant;
+    const char *tenant;            /* NULL: the record's tenant, else the default tenant */
 };
 
 /*
@@ -74,6 +76,7 @@ struct fakegraph_fault_options {
     unsigned delay_ms;
     bool drop;
     bool truncate;
+    const char *tenant;            /* NULL: requests of every tenant */
 };
 
 /*

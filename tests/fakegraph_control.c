@@ -10,7 +10,14 @@
  *   GET  /_fakegraph/request-counts  {"METHOD PATH": count} over the request log
  *   GET, POST /_fakegraph/subscriptions, POST /_fakegraph/subscriptions/remove
  *                               list, insert (no handshake), remove silently
- *   POST /_fakegraph/reset      clear records, faults and the request log
+ *   POST /_fakegraph/reset      clear the records of every tenant, the faults,
+ *                               the request log and the quota windows
+ *
+ * records, faults, notify and the subscription insert take an optional
+ * "tenant": a served tenant GUID. A record is published in that tenant (by
+ * default the first --tenant), and a fault then applies only to token
+ * requests for /{tenant}/... and Graph requests with that tenant's token.
+ * An unknown tenant is a 400 that lists the served ones.
  */
 #include "config.h"
 
@@ -39,14 +46,15 @@ void fakegraph_faults_clear_locked(struct fakegraph_server *server)
     server->fault_count = 0;
 }
 
-bool fakegraph_faults_take(struct fakegraph_server *server, const char *path,
+bool fakegraph_faults_take(struct fakegraph_server *server, const char *path, int tenant,
                            struct fakegraph_fault *ret_fault)
 {
     bool found = false;
     pthread_mutex_lock(&server->lock);
     for (size_t i = 0; i < server->fault_count; i++) {
         struct fakegraph_fault *fault = &server->faults[i];
-        if (strncmp(path, fault->match, strlen(fault->match)) != 0) {
+        if (strncmp(path, fault->match, strlen(fault->match)) != 0 ||
+            (fault->tenant != FAKEGRAPH_NO_TENANT && fault->tenant != tenant)) {
             continue;
         }
         *ret_fault = *fault;
@@ -64,7 +72,8 @@ bool fakegraph_faults_take(struct fakegraph_server *server, const char *path,
     return found;
 }
 
-static json_t *fault_json(const struct fakegraph_fault *fault)
+static json_t *fault_json(const struct fakegraph_server *server,
+                          const struct fakegraph_fault *fault)
 {
     json_t *object = json_pack("{s:s, s:I, s:I, s:b, s:b}", "match", fault->match, "count",
                                (json_int_t)fault->remaining, "delayMs",
@@ -75,6 +84,9 @@ static json_t *fault_json(const struct fakegraph_fault *fault)
     }
     if (object != NULL && fault->retry_after_s >= 0) {
         (void)json_object_set_new(object, "retryAfter", json_integer(fault->retry_after_s));
+    }
+    if (object != NULL && fault->tenant != FAKEGRAPH_NO_TENANT) {
+        (void)json_object_set_new(object, "tenant", json_string(server->tenants[fault->tenant]));
     }
     return object;
 }
@@ -116,8 +128,8 @@ static int optional_boolean(const json_t *body, const char *name, bool *ret_valu
     return 0;
 }
 
-static int parse_fault(const json_t *body, struct fakegraph_fault *fault, char *message,
-                       size_t size)
+static int parse_fault(const struct fakegraph_server *server, const json_t *body,
+                       struct fakegraph_fault *fault, char *message, size_t size)
 {
     const char *match = json_string_value(json_object_get(body, "match"));
     if (match == NULL || match[0] != '/') {
@@ -134,7 +146,8 @@ static int parse_fault(const json_t *body, struct fakegraph_fault *fault, char *
         optional_integer(body, "count", 1, 1000000, &count, message, size) < 0 ||
         optional_integer(body, "delayMs", 0, FAULT_DELAY_MAX_MS, &delay_ms, message, size) < 0 ||
         optional_boolean(body, "drop", &fault->drop, message, size) < 0 ||
-        optional_boolean(body, "truncate", &fault->truncate, message, size) < 0) {
+        optional_boolean(body, "truncate", &fault->truncate, message, size) < 0 ||
+        fakegraph_control_tenant(server, body, &fault->tenant, message, size) < 0) {
         return -EINVAL;
     }
     if (status == 0 && delay_ms == 0 && !fault->drop && !fault->truncate) {
@@ -169,14 +182,15 @@ static enum MHD_Result handle_add_fault(struct fakegraph_server *server,
                                         struct fakegraph_request *request, const json_t *body)
 {
     struct fakegraph_fault fault = {0};
-    char message[256];
-    if (parse_fault(body, &fault, message, sizeof(message)) < 0) {
+    char message[512];
+    if (parse_fault(server, body, &fault, message, sizeof(message)) < 0) {
         free(fault.match);
         return fakegraph_respond_control_error(server, connection, request,
                                                MHD_HTTP_BAD_REQUEST, "%s", message);
     }
 
-    json_t *queued = fault_json(&fault);
+    request->tenant = fault.tenant;
+    json_t *queued = fault_json(server, &fault);
     pthread_mutex_lock(&server->lock);
     struct fakegraph_fault *grown =
         realloc(server->faults, (server->fault_count + 1) * sizeof(*grown));
@@ -203,7 +217,7 @@ static enum MHD_Result handle_list_faults(struct fakegraph_server *server,
     json_t *value = json_array();
     pthread_mutex_lock(&server->lock);
     for (size_t i = 0; value != NULL && i < server->fault_count; i++) {
-        if (json_array_append_new(value, fault_json(&server->faults[i])) < 0) {
+        if (json_array_append_new(value, fault_json(server, &server->faults[i])) < 0) {
             json_decref(value);
             value = NULL;
         }
@@ -222,23 +236,27 @@ static enum MHD_Result handle_publish(struct fakegraph_server *server,
                                       struct MHD_Connection *connection,
                                       struct fakegraph_request *request, const json_t *body)
 {
-    char message[256] = "";
+    char message[512] = "";
     json_int_t not_found_for_ms = 0;
+    int tenant = FAKEGRAPH_NO_TENANT;
     json_t *record = json_object_get(body, "record");
     json_t *participants = json_object_get(body, "participants");
     if (json_is_null(participants)) {
         participants = NULL;
     }
     if (optional_integer(body, "notFoundForMs", 0, NOT_FOUND_FOR_MAX_MS, &not_found_for_ms,
-                         message, sizeof(message)) < 0) {
+                         message, sizeof(message)) < 0 ||
+        fakegraph_control_tenant(server, body, &tenant, message, sizeof(message)) < 0) {
         return fakegraph_respond_control_error(server, connection, request,
                                                MHD_HTTP_BAD_REQUEST, "%s", message);
     }
+    request->tenant = tenant != FAKEGRAPH_NO_TENANT ? tenant : 0;
 
     /* The store keeps the values unmodified and shares them between threads. */
     struct crd_error err = {0};
-    if (fakegraph_records_publish(server, json_incref(record), json_incref(participants),
-                                  (unsigned)not_found_for_ms, &err) < 0) {
+    if (fakegraph_records_publish(server, request->tenant, json_incref(record),
+                                  json_incref(participants), (unsigned)not_found_for_ms,
+                                  &err) < 0) {
         return fakegraph_respond_control_error(server, connection, request,
                                                err.code == -ENOMEM ? 500 : MHD_HTTP_BAD_REQUEST,
                                                "%s", err.message);
@@ -246,17 +264,18 @@ static enum MHD_Result handle_publish(struct fakegraph_server *server,
 
     const char *id = json_string_value(json_object_get(record, "id"));
     size_t sessions = json_array_size(json_object_get(record, "sessions"));
-    fakegraph_server_log(server, "record %s published: version %lld, %zu sessions, %s "
-                         "participants, not found for %lld ms", id,
+    fakegraph_server_log(server, "record %s published in tenant %s: version %lld, %zu sessions, "
+                         "%s participants, not found for %lld ms", id,
+                         server->tenants[request->tenant],
                          (long long)json_integer_value(json_object_get(record, "version")),
                          sessions, participants != NULL ? "with" : "without",
                          (long long)not_found_for_ms);
-    json_t *summary = json_pack("{s:s, s:O, s:I, s:I}", "id", id, "version",
+    json_t *summary = json_pack("{s:s, s:O, s:I, s:I, s:s}", "id", id, "version",
                                 json_object_get(record, "version") != NULL
                                     ? json_object_get(record, "version")
                                     : json_null(),
                                 "sessions", (json_int_t)sessions, "notFoundForMs",
-                                not_found_for_ms);
+                                not_found_for_ms, "tenant", server->tenants[request->tenant]);
     if (summary != NULL) {
         (void)json_object_set_new(summary, "participants",
                                   participants != NULL
@@ -313,11 +332,13 @@ static enum MHD_Result handle_reset(struct fakegraph_server *server,
     pthread_mutex_lock(&server->lock);
     fakegraph_records_clear_locked(server);
     fakegraph_faults_clear_locked(server);
+    fakegraph_quota_clear_locked(server);
     json_array_clear(server->request_log);
     server->request_log_dropped = 0;
     pthread_mutex_unlock(&server->lock);
 
-    fakegraph_server_log(server, "reset: records, faults and the request log cleared");
+    fakegraph_server_log(server, "reset: the records of every tenant, faults, quota windows and "
+                         "the request log cleared");
     return fakegraph_respond(server, connection, request, MHD_HTTP_NO_CONTENT, NULL, NULL, NULL);
 }
 

@@ -3,9 +3,10 @@
  * fakegraph serve as Graph's list of call records:
  * GET /v1.0/communications/callRecords?$filter=startDateTime ge X[ and startDateTime lt Y].
  * The filter takes clauses on startDateTime with ge, gt, le or lt joined by
- * "and". Rows are the published records without sessions or participants,
- * in publishing order, in pages of 60 with an @odata.nextLink that carries
- * an opaque $skiptoken. A record still in its "not found" time is left out.
+ * "and". Rows are the records of the token's tenant without sessions or
+ * participants, in publishing order, in pages of 60 with an @odata.nextLink
+ * that carries an opaque $skiptoken. A record still in its "not found" time
+ * is left out.
  */
 #include "config.h"
 
@@ -105,9 +106,10 @@ static json_t *list_row(const json_t *record)
     return row;
 }
 
-/* Appends the matching rows from offset on, at most one page; sets *ret_more. */
-static int collect_rows(struct fakegraph_server *server, const struct time_clause *clauses,
-                        size_t n_clauses, size_t offset, json_t *rows, bool *ret_more)
+/* Appends the matching rows of tenant from offset on, at most one page, and sets *ret_more. */
+static int collect_rows(struct fakegraph_server *server, int tenant,
+                        const struct time_clause *clauses, size_t n_clauses, size_t offset,
+                        json_t *rows, bool *ret_more)
 {
     int r = 0;
     size_t matched = 0;
@@ -118,7 +120,7 @@ static int collect_rows(struct fakegraph_server *server, const struct time_claus
         const struct fakegraph_record *record = &server->records[i];
         const char *start = json_string_value(json_object_get(record->record, "startDateTime"));
         int64_t start_ms = 0;
-        if (record->visible_at_ms > now || start == NULL ||
+        if (record->tenant != tenant || record->visible_at_ms > now || start == NULL ||
             crd_time_parse_iso8601(start, &start_ms) < 0 ||
             !clauses_match(clauses, n_clauses, start_ms)) {
             continue;
@@ -162,7 +164,8 @@ enum MHD_Result fakegraph_handle_call_record_list(struct fakegraph_server *serve
 
     json_t *rows = json_array();
     bool more = false;
-    if (rows == NULL || collect_rows(server, clauses, n_clauses, offset, rows, &more) < 0) {
+    if (rows == NULL ||
+        collect_rows(server, request->tenant, clauses, n_clauses, offset, rows, &more) < 0) {
         json_decref(rows);
         return MHD_NO;
     }

@@ -7,10 +7,20 @@
  *
  * Request body:
  *   {"callId": ID, "changeType": "created"|"updated", "repeat": N, "batch": BOOL,
- *    "subscriptionId"?, "notificationUrl"?, "clientState"?, "tenantId"?}
+ *    "subscriptionId"?, "notificationUrl"?, "clientState"?, "tenant"?, "tenantId"?}
  * or, for a lifecycle notification, "lifecycleEvent" in place of callId and changeType.
  * Response: {"status": S, "statuses": [...]}, where S is the first status that
  * is not 2xx, or else the last status.
+ *
+ * Only the subscriptions of one tenant receive a notification: "tenant", or
+ * else the tenant in which the call record with callId is published, or
+ * else the default tenant. A named "subscriptionId" without "tenant" is
+ * found in any tenant. Each item's tenantId is its subscription's tenant.
+ * With "notificationUrl", "tenant" is any string and becomes the items'
+ * tenantId (default: the default tenant), and the subscriptionId is the named
+ * one, else that of the tenant's subscription with this notificationUrl, else
+ * FAKEGRAPH_FIXTURE_SUBSCRIPTION. "tenantId" overrides the items'
+ * tenantId in both cases, for tests of a notification from a wrong tenant.
  */
 #include "config.h"
 
@@ -37,7 +47,8 @@ struct notify_request {
     const char *subscription_id;
     const char *notification_url;
     const char *client_state;
-    const char *tenant;
+    const char *tenant;            /* "tenant": the tenant whose subscriptions receive it */
+    const char *tenant_id;         /* "tenantId": the items' tenantId in place of the tenant */
 };
 
 /* Where one notification POST goes, and what its items carry. */
@@ -45,6 +56,7 @@ struct fakegraph_delivery {
     char *url;
     char *subscription_id;
     char *client_state;        /* NULL: items carry no clientState */
+    const char *tenant_id;     /* a --tenant value or a string of the request body */
     int64_t expires_at_ms;     /* for subscriptionExpirationDateTime */
 };
 
@@ -87,8 +99,16 @@ static int parse_notify_request(const json_t *body, struct notify_request *notif
         .subscription_id = string_member(body, "subscriptionId"),
         .notification_url = string_member(body, "notificationUrl"),
         .client_state = string_member(body, "clientState"),
-        .tenant = string_member(body, "tenantId"),
+        .tenant = string_member(body, "tenant"),
+        .tenant_id = string_member(body, "tenantId"),
     };
+
+    const json_t *tenant = json_object_get(body, "tenant");
+    if (tenant != NULL && !json_is_null(tenant) &&
+        (notify->tenant == NULL || notify->tenant[0] == '\0')) {
+        snprintf(message, size, "\"tenant\" must be a non-empty string: a tenant GUID");
+        return -EINVAL;
+    }
 
     const json_t *repeat = json_object_get(body, "repeat");
     if (repeat != NULL) {
@@ -143,7 +163,7 @@ static bool subscription_wants(const struct fakegraph_subscription *subscription
 
 static int add_delivery(struct fakegraph_delivery **deliveries, size_t *count, const char *url,
                         const char *subscription_id, const char *client_state,
-                        int64_t expires_at_ms)
+                        const char *tenant_id, int64_t expires_at_ms)
 {
     struct fakegraph_delivery *grown = realloc(*deliveries, (*count + 1) * sizeof(*grown));
     if (grown == NULL) {
@@ -155,6 +175,7 @@ static int add_delivery(struct fakegraph_delivery **deliveries, size_t *count, c
         .url = strdup(url),
         .subscription_id = strdup(subscription_id),
         .client_state = client_state != NULL ? strdup(client_state) : NULL,
+        .tenant_id = tenant_id,
         .expires_at_ms = expires_at_ms,
     };
     if (delivery->url == NULL || delivery->subscription_id == NULL ||
@@ -165,14 +186,55 @@ static int add_delivery(struct fakegraph_delivery **deliveries, size_t *count, c
 }
 
 /*
- * Picks the subscriptions a notification goes to, as Graph would: the named
- * one, or every subscription whose changeType includes the requested one
- * (for lifecycle events: every subscription with a lifecycleNotificationUrl).
- * For subscriptionRemoved the targets are removed before the event is sent.
- * Returns 0, -ENOENT (message set) or -ENOMEM.
+ * Picks the tenant whose subscriptions receive the notification: "tenant",
+ * else any tenant for a named subscription, else the tenant in which the
+ * call record is published, else the default tenant. Stores the index, or
+ * FAKEGRAPH_NO_TENANT for any tenant, in *ret_tenant. Returns 0, or -EINVAL
+ * with message set.
+ */
+static int pick_tenant(struct fakegraph_server *server, const json_t *body,
+                       const struct notify_request *notify, int *ret_tenant, char *message,
+                       size_t size)
+{
+    if (fakegraph_control_tenant(server, body, ret_tenant, message, size) < 0) {
+        return -EINVAL;
+    }
+    if (*ret_tenant != FAKEGRAPH_NO_TENANT || notify->subscription_id != NULL) {
+        return 0;
+    }
+    *ret_tenant = 0;
+    if (notify->call_id == NULL) {
+        return 0;
+    }
+
+    int tenants[FAKEGRAPH_TENANT_MAX];
+    size_t count = fakegraph_records_tenants(server, notify->call_id, tenants);
+    if (count == 1) {
+        *ret_tenant = tenants[0];
+    } else if (count > 1) {
+        char names[FAKEGRAPH_TENANT_MAX * (CRD_GUID_LEN + 2) + 1] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < count && used < sizeof(names); i++) {
+            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+                                     i > 0 ? ", " : "", server->tenants[tenants[i]]);
+        }
+        snprintf(message, size, "call record %.60s is published in tenants %s; name one with "
+                 "\"tenant\"", notify->call_id, names);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * Picks the subscriptions of tenant (FAKEGRAPH_NO_TENANT: of any tenant) a
+ * notification goes to, as Graph would: the named one, or every subscription
+ * whose changeType includes the requested one (for lifecycle events: every
+ * subscription with a lifecycleNotificationUrl). For subscriptionRemoved the
+ * targets are removed before the event is sent. Returns 0, -ENOENT (message
+ * set) or -ENOMEM.
  */
 static int collect_subscription_deliveries(struct fakegraph_server *server,
-                                           const struct notify_request *notify,
+                                           const struct notify_request *notify, int tenant,
                                            struct fakegraph_delivery **ret_deliveries,
                                            size_t *ret_count, char *message, size_t size)
 {
@@ -185,8 +247,9 @@ static int collect_subscription_deliveries(struct fakegraph_server *server,
     fakegraph_subscriptions_expire_locked(server);
     for (size_t i = 0; r == 0 && i < server->subscription_count; i++) {
         const struct fakegraph_subscription *subscription = &server->subscriptions[i];
-        if (notify->subscription_id != NULL &&
-            strcasecmp(subscription->id, notify->subscription_id) != 0) {
+        if ((tenant != FAKEGRAPH_NO_TENANT && subscription->tenant != tenant) ||
+            (notify->subscription_id != NULL &&
+             strcasecmp(subscription->id, notify->subscription_id) != 0)) {
             continue;
         }
         named_found = true;
@@ -196,8 +259,10 @@ static int collect_subscription_deliveries(struct fakegraph_server *server,
                             !subscription_wants(subscription, notify->change_type))) {
             continue;
         }
+        const char *tenant_id = notify->tenant_id != NULL ? notify->tenant_id
+                                                          : server->tenants[subscription->tenant];
         r = add_delivery(&deliveries, &count, url, subscription->id, subscription->client_state,
-                         subscription->expires_at_ms);
+                         tenant_id, subscription->expires_at_ms);
     }
     /* Graph sends subscriptionRemoved after it removed the subscription. */
     bool removing = r == 0 && notify->lifecycle_event != NULL &&
@@ -215,15 +280,21 @@ static int collect_subscription_deliveries(struct fakegraph_server *server,
 
     if (r == 0 && count == 0) {
         r = -ENOENT;
+        /* The messages name the tenant only when there is more than one. */
+        char where[64] = "";
+        if (server->tenant_count > 1 && tenant != FAKEGRAPH_NO_TENANT) {
+            snprintf(where, sizeof(where), " in tenant %s", server->tenants[tenant]);
+        }
         if (notify->subscription_id != NULL && !named_found) {
-            snprintf(message, size, "no subscription %.60s; list them with GET "
-                     "/v1.0/subscriptions", notify->subscription_id);
+            snprintf(message, size, "no subscription %.60s%s; list them with GET "
+                     "/_fakegraph/subscriptions", notify->subscription_id, where);
         } else if (notify->lifecycle_event != NULL) {
-            snprintf(message, size, "no subscription has a lifecycleNotificationUrl; give "
-                     "\"notificationUrl\" to send the event anyway");
+            snprintf(message, size, "no subscription%s has a lifecycleNotificationUrl; give "
+                     "\"notificationUrl\" to send the event anyway", where);
         } else {
-            snprintf(message, size, "no subscription receives \"%s\" notifications; create one "
-                     "or give \"notificationUrl\" and \"clientState\"", notify->change_type);
+            snprintf(message, size, "no subscription%s receives \"%s\" notifications; create "
+                     "one or give \"notificationUrl\" and \"clientState\"", where,
+                     notify->change_type);
         }
     }
     if (r < 0) {
@@ -242,7 +313,7 @@ static int append_item(json_t *items, struct fakegraph_server *server,
 {
     char expiry[48];
     fakegraph_format_notification_time(delivery->expires_at_ms, expiry, sizeof(expiry));
-    const char *tenant = notify->tenant != NULL ? notify->tenant : server->tenant;
+    const char *tenant = delivery->tenant_id;
 
     if (notify->lifecycle_event == NULL) {
         struct fakegraph_change_item fields = {
@@ -316,11 +387,12 @@ static int deliver(struct fakegraph_server *server, const struct notify_request 
         if (r < 0) {
             break;
         }
-        fakegraph_server_log(server, "notification (%u %s) for subscription %s to %.200s: HTTP "
-                             "%ld in %lld ms", items_per_post,
+        fakegraph_server_log(server, "notification (%u %s, tenantId %s) for subscription %s to "
+                             "%.200s: HTTP %ld in %lld ms", items_per_post,
                              notify->lifecycle_event != NULL ? notify->lifecycle_event
                                                              : notify->change_type,
-                             delivery->subscription_id, delivery->url, response.status,
+                             delivery->tenant_id, delivery->subscription_id, delivery->url,
+                             response.status,
                              (long long)(crd_time_monotonic_ms() - started));
         (void)json_array_append_new(statuses, json_integer(response.status));
         fakegraph_response_clear(&response);
@@ -346,6 +418,34 @@ static json_int_t summary_status(const json_t *statuses)
     return last;
 }
 
+/*
+ * The subscriptionId for a notification to an explicit notificationUrl: the
+ * named one, else that of the tenant's subscription whose notificationUrl it
+ * is (so the receiver sees the subscription it holds), else the fixture's.
+ */
+static void url_subscription_id(struct fakegraph_server *server,
+                                const struct notify_request *notify, int tenant,
+                                char id[CRD_GUID_LEN + 1])
+{
+    snprintf(id, CRD_GUID_LEN + 1, "%s",
+             notify->subscription_id != NULL ? notify->subscription_id
+                                             : FAKEGRAPH_FIXTURE_SUBSCRIPTION);
+    if (notify->subscription_id != NULL) {
+        return;
+    }
+    pthread_mutex_lock(&server->lock);
+    fakegraph_subscriptions_expire_locked(server);
+    for (size_t i = 0; i < server->subscription_count; i++) {
+        const struct fakegraph_subscription *subscription = &server->subscriptions[i];
+        if (subscription->tenant == tenant &&
+            strcmp(subscription->notification_url, notify->notification_url) == 0) {
+            snprintf(id, CRD_GUID_LEN + 1, "%s", subscription->id);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+}
+
 enum MHD_Result fakegraph_handle_notify(struct fakegraph_server *server,
                                         struct MHD_Connection *connection,
                                         struct fakegraph_request *request, json_t *body)
@@ -364,14 +464,25 @@ enum MHD_Result fakegraph_handle_notify(struct fakegraph_server *server,
                                                  MHD_HTTP_BAD_REQUEST, "%s", message);
         goto out;
     }
+    int tenant = FAKEGRAPH_NO_TENANT;
     if (notify.notification_url != NULL) {
-        r = add_delivery(&deliveries, &count, notify.notification_url,
-                         notify.subscription_id != NULL ? notify.subscription_id
-                                                        : FAKEGRAPH_FIXTURE_SUBSCRIPTION,
-                         notify.client_state, crd_time_now_ms() + OVERRIDE_EXPIRY_AHEAD_MS);
+        const char *tenant_id = notify.tenant_id != NULL ? notify.tenant_id
+                                : notify.tenant != NULL  ? notify.tenant
+                                                         : server->tenants[0];
+        request->tenant = fakegraph_tenant_find(server, tenant_id);
+        char subscription_id[CRD_GUID_LEN + 1];
+        url_subscription_id(server, &notify, request->tenant, subscription_id);
+        r = add_delivery(&deliveries, &count, notify.notification_url, subscription_id,
+                         notify.client_state, tenant_id,
+                         crd_time_now_ms() + OVERRIDE_EXPIRY_AHEAD_MS);
+    } else if (pick_tenant(server, body, &notify, &tenant, message, sizeof(message)) < 0) {
+        result = fakegraph_respond_control_error(server, connection, request,
+                                                 MHD_HTTP_BAD_REQUEST, "%s", message);
+        goto out;
     } else {
-        r = collect_subscription_deliveries(server, &notify, &deliveries, &count, message,
-                                            sizeof(message));
+        request->tenant = tenant;
+        r = collect_subscription_deliveries(server, &notify, tenant, &deliveries, &count,
+                                            message, sizeof(message));
     }
     if (r == -ENOENT) {
         result = fakegraph_respond_control_error(server, connection, request, MHD_HTTP_NOT_FOUND,

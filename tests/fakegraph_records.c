@@ -5,6 +5,8 @@
  * and the paged sessions and participants_v2 collections. Pages hold at
  * most 60 sessions or 130 participants, or fewer with
  * "Prefer: odata.maxpagesize=N". Next links carry an opaque $skiptoken.
+ * Each record belongs to one tenant, and a request gets only the records of
+ * its token's tenant. Another tenant's record is 404, as if never published.
  */
 #include "config.h"
 
@@ -72,7 +74,7 @@ static int check_record(const json_t *record, const json_t *participants, struct
     return 0;
 }
 
-int fakegraph_records_publish(struct fakegraph_server *server, json_t *record,
+int fakegraph_records_publish(struct fakegraph_server *server, int tenant, json_t *record,
                               json_t *participants, unsigned not_found_for_ms,
                               struct crd_error *err)
 {
@@ -84,6 +86,7 @@ int fakegraph_records_publish(struct fakegraph_server *server, json_t *record,
     }
 
     struct fakegraph_record entry = {
+        .tenant = tenant,
         .id = strdup(json_string_value(json_object_get(record, "id"))),
         .record = record,
         .participants = participants,
@@ -97,7 +100,7 @@ int fakegraph_records_publish(struct fakegraph_server *server, json_t *record,
     pthread_mutex_lock(&server->lock);
     struct fakegraph_record *slot = NULL;
     for (size_t i = 0; i < server->record_count; i++) {
-        if (strcmp(server->records[i].id, entry.id) == 0) {
+        if (server->records[i].tenant == tenant && strcmp(server->records[i].id, entry.id) == 0) {
             slot = &server->records[i];
             record_clear(slot);
             break;
@@ -124,20 +127,41 @@ int fakegraph_records_publish(struct fakegraph_server *server, json_t *record,
     return 0;
 }
 
+size_t fakegraph_records_tenants(struct fakegraph_server *server, const char *id,
+                                 int tenants[FAKEGRAPH_TENANT_MAX])
+{
+    bool published[FAKEGRAPH_TENANT_MAX] = {false};
+    pthread_mutex_lock(&server->lock);
+    for (size_t i = 0; i < server->record_count; i++) {
+        if (strcmp(server->records[i].id, id) == 0) {
+            published[server->records[i].tenant] = true;
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+
+    size_t count = 0;
+    for (size_t tenant = 0; tenant < server->tenant_count; tenant++) {
+        if (published[tenant]) {
+            tenants[count++] = (int)tenant;
+        }
+    }
+    return count;
+}
+
 /*
- * Finds a record that is visible now and takes references to its JSON.
- * *ret_participants is NULL when it was published without participants.
+ * Finds a record of tenant that is visible now and takes references to its
+ * JSON. *ret_participants is NULL when it was published without participants.
  * Returns 0 or -ENOENT.
  */
-static int lookup_record(struct fakegraph_server *server, const char *id, json_t **ret_record,
-                         json_t **ret_participants)
+static int lookup_record(struct fakegraph_server *server, int tenant, const char *id,
+                         json_t **ret_record, json_t **ret_participants)
 {
     int r = -ENOENT;
     int64_t now = crd_time_monotonic_ms();
     pthread_mutex_lock(&server->lock);
     for (size_t i = 0; i < server->record_count; i++) {
         const struct fakegraph_record *entry = &server->records[i];
-        if (strcmp(entry->id, id) == 0) {
+        if (entry->tenant == tenant && strcmp(entry->id, id) == 0) {
             if (now >= entry->visible_at_ms) {
                 *ret_record = json_incref(entry->record);
                 *ret_participants = json_incref(entry->participants);
@@ -430,7 +454,7 @@ static enum MHD_Result handle_record(struct fakegraph_server *server,
 
     json_t *record = NULL;
     json_t *participants = NULL;
-    if (lookup_record(server, id, &record, &participants) < 0) {
+    if (lookup_record(server, request->tenant, id, &record, &participants) < 0) {
         return respond_not_found(server, connection, request);
     }
     size_t max = expansion == EXPAND_PARTICIPANTS ? FAKEGRAPH_PARTICIPANT_PAGE_MAX
@@ -474,7 +498,7 @@ static enum MHD_Result handle_collection(struct fakegraph_server *server,
 
     json_t *record = NULL;
     json_t *participants = NULL;
-    if (lookup_record(server, id, &record, &participants) < 0) {
+    if (lookup_record(server, request->tenant, id, &record, &participants) < 0) {
         return respond_not_found(server, connection, request);
     }
     json_t *items = is_sessions ? json_object_get(record, "sessions") : participants;

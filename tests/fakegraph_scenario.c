@@ -3,16 +3,17 @@
  * fakegraph scenario: runs a text file of steps against a running
  * "fakegraph serve", one step per line ('#' starts a comment):
  *
- *   publish FILE... [participants FILE...] [not-found-for MS]
- *   notify @FILE|CALL_ID created|updated [xN] [batch]
+ *   publish FILE... [participants FILE...] [not-found-for MS] [tenant GUID]
+ *   notify @FILE|CALL_ID created|updated [xN] [batch] [tenant GUID]
  *   fault --match PREFIX [--status N] [--retry-after S] [--count N] [--delay-ms M]
- *         [--drop] [--truncate]
+ *         [--drop] [--truncate] [--tenant GUID]
  *   pause MS
  *
  * FILE names a file in the fixtures directory, and @FILE stands for the id
- * of the record in it. It prints each step and its result, stops at the
- * first step that fails, and exits 1 when a notification got a status other
- * than 202.
+ * of the record in it. "tenant GUID" names one of the server's tenants, as
+ * the --tenant option of the publish, trigger and fault commands does. It
+ * prints each step and its result, stops at the first step that fails, and
+ * exits 1 when a notification got a status other than 202.
  */
 #include "config.h"
 
@@ -84,7 +85,7 @@ static void free_paths(char **paths, int count)
     }
 }
 
-/* publish FILE... [participants FILE...] [not-found-for MS] */
+/* publish FILE... [participants FILE...] [not-found-for MS] [tenant GUID] */
 static int run_publish(struct scenario_state *state, char **words, int count,
                        struct crd_error *err)
 {
@@ -107,6 +108,8 @@ static int run_publish(struct scenario_state *state, char **words, int count,
             r = fakegraph_parse_number("not-found-for", words[++i], 0, NOT_FOUND_FOR_MAX_MS,
                                        &number, err);
             publish.not_found_for_ms = (long)number;
+        } else if (strcmp(words[i], "tenant") == 0 && i + 1 < count) {
+            publish.tenant = words[++i];
         } else {
             char *path = fixture_path(state->options, words[i]);
             if (path == NULL) {
@@ -152,13 +155,13 @@ static int read_record_id(const struct scenario_options *options, const char *na
     return r;
 }
 
-/* notify @FILE|CALL_ID created|updated [xN] [batch] */
+/* notify @FILE|CALL_ID created|updated [xN] [batch] [tenant GUID] */
 static int run_notify(struct scenario_state *state, char **words, int count,
                       struct crd_error *err)
 {
     if (count < 3 || (strcmp(words[2], "created") != 0 && strcmp(words[2], "updated") != 0)) {
         return crd_error_set(err, -EINVAL, "expected: notify @FILE|CALL_ID created|updated "
-                             "[xN] [batch]");
+                             "[xN] [batch] [tenant GUID]");
     }
     struct fakegraph_trigger_options trigger = {
         .control = state->options->control,
@@ -171,13 +174,15 @@ static int run_notify(struct scenario_state *state, char **words, int count,
         unsigned long number = 0;
         if (strcmp(words[i], "batch") == 0) {
             trigger.batch = true;
+        } else if (strcmp(words[i], "tenant") == 0 && i + 1 < count) {
+            trigger.tenant = words[++i];
         } else if (words[i][0] == 'x' &&
                    fakegraph_parse_number("repeat count", words[i] + 1, 1, REPEAT_MAX, &number,
                                           err) == 0) {
             trigger.repeat = (unsigned)number;
         } else {
-            return crd_error_set(err, -EINVAL, "unexpected '%s'; expected xN or batch",
-                                 words[i]);
+            return crd_error_set(err, -EINVAL, "unexpected '%s'; expected xN, batch or tenant "
+                                 "GUID", words[i]);
         }
     }
 

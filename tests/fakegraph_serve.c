@@ -2,7 +2,9 @@
 /*
  * fakegraph serve: parses the options, loads the TLS material and the client
  * secret, binds the loopback socket, runs the server (fakegraph_server.c)
- * and stops it on SIGTERM or SIGINT with exit status 0.
+ * and stops it on SIGTERM or SIGINT with exit status 0. --tenant may be
+ * given up to FAKEGRAPH_TENANT_MAX times, and the first one is the default
+ * tenant of the control API.
  */
 #include "config.h"
 
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,7 +36,8 @@ struct serve_options {
     const char *cert_file;
     const char *key_file;
     const char *cafile;
-    const char *tenant;
+    const char *tenants[FAKEGRAPH_TENANT_MAX];
+    size_t tenant_count;
     const char *client_id;
     const char *client_secret_file;
     const char *client_certificate_file;
@@ -110,6 +114,23 @@ static int parse_quota(const char *option, const char *value, struct fakegraph_q
     return 0;
 }
 
+/* Adds one --tenant GUID, which must differ from the others. */
+static int add_tenant(const char *value, struct serve_options *options, struct crd_error *err)
+{
+    for (size_t i = 0; i < options->tenant_count; i++) {
+        if (strcasecmp(options->tenants[i], value) == 0) {
+            return crd_error_set(err, -EINVAL, "--tenant '%s' is given twice; give each tenant "
+                                 "once", value);
+        }
+    }
+    if (options->tenant_count == FAKEGRAPH_TENANT_MAX) {
+        return crd_error_set(err, -EINVAL, "too many --tenant options: at most %d tenants can "
+                             "be served", FAKEGRAPH_TENANT_MAX);
+    }
+    options->tenants[options->tenant_count++] = value;
+    return 0;
+}
+
 static int apply_serve_option(int id, const char *value, struct serve_options *options,
                               struct crd_error *err)
 {
@@ -119,7 +140,6 @@ static int apply_serve_option(int id, const char *value, struct serve_options *o
         [SERVE_CERT] = &options->cert_file,
         [SERVE_KEY] = &options->key_file,
         [SERVE_CAFILE] = &options->cafile,
-        [SERVE_TENANT] = &options->tenant,
         [SERVE_CLIENT_ID] = &options->client_id,
         [SERVE_CLIENT_SECRET_FILE] = &options->client_secret_file,
         [SERVE_CLIENT_CERTIFICATE] = &options->client_certificate_file,
@@ -150,6 +170,9 @@ static int apply_serve_option(int id, const char *value, struct serve_options *o
         return crd_error_set(err, -EINVAL, "invalid %s '%s': expected a GUID",
                              id == SERVE_TENANT ? "--tenant" : "--client-id", value);
     }
+    if (id == SERVE_TENANT) {
+        return add_tenant(value, options, err);
+    }
     *targets[id] = value;
     return 0;
 }
@@ -179,7 +202,7 @@ static int parse_serve_options(int argc, char **argv, struct serve_options *opti
                           : options->cert_file == NULL          ? "--cert"
                           : options->key_file == NULL           ? "--key"
                           : options->cafile == NULL             ? "--cafile"
-                          : options->tenant == NULL             ? "--tenant"
+                          : options->tenant_count == 0          ? "--tenant"
                           : options->client_id == NULL          ? "--client-id"
                           : options->client_secret_file == NULL ? "--client-secret-file"
                                                                 : NULL;
@@ -292,7 +315,7 @@ static int server_init(struct fakegraph_server *server, const struct serve_optio
                        int log_fd, struct crd_error *err)
 {
     *server = (struct fakegraph_server){
-        .tenant = options->tenant,
+        .tenant_count = options->tenant_count,
         .client_id = options->client_id,
         .cafile = options->cafile,
         .token_lifetime_s = options->token_lifetime_s,
@@ -301,6 +324,7 @@ static int server_init(struct fakegraph_server *server, const struct serve_optio
         .tenant_quota = options->tenant_quota,
         .record_quota = options->record_quota,
     };
+    memcpy(server->tenants, options->tenants, sizeof(server->tenants));
     pthread_mutex_init(&server->lock, NULL);
     /* fakegraph_server_wait() passes monotonic deadlines. */
     pthread_condattr_t attributes;
@@ -419,12 +443,15 @@ static int serve(const struct serve_options *options, struct crd_error *err)
     if (r < 0) {
         goto out;
     }
-    fakegraph_server_log(&server, "listening on %s (tenant %s, client id %s, token lifetime "
-                         "%u s)", server.base_url, server.tenant, server.client_id,
-                         server.token_lifetime_s);
+    char tenants[FAKEGRAPH_TENANT_MAX * (CRD_GUID_LEN + 2) + 1];
+    fakegraph_tenants_format(&server, tenants, sizeof(tenants));
+    fakegraph_server_log(&server, "listening on %s (%s %s, client id %s, token lifetime %u s)",
+                         server.base_url, server.tenant_count > 1 ? "tenants" : "tenant",
+                         tenants, server.client_id, server.token_lifetime_s);
     if (server.tenant_quota.limit > 0 || server.record_quota.limit > 0) {
         fakegraph_server_log(&server, "call-record quotas: %u per %u s per tenant, %u per %u s "
-                             "per record (0: none); beyond them 429 with Retry-After",
+                             "per record of a tenant (0: none); beyond them 429 with "
+                             "Retry-After",
                              server.tenant_quota.limit, server.tenant_quota.window_s,
                              server.record_quota.limit, server.record_quota.window_s);
     }

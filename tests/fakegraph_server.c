@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fakegraph serve, HTTP side: libmicrohttpd with one thread per connection,
- * request bodies, routing, the queued faults, responses, the request log and
- * the log lines.
+ * request bodies, routing, the queued faults, the per-tenant quotas,
+ * responses, the request log and the log lines. Routing finds a request's
+ * tenant before it applies the faults, so that a fault scoped to a tenant
+ * applies to that tenant's requests only.
  */
 #include "config.h"
 
@@ -88,6 +90,10 @@ static void record_request(struct fakegraph_server *server, const struct fakegra
                               "at", at);
     if (entry != NULL && request->fault[0] != '\0') {
         (void)json_object_set_new(entry, "fault", json_string(request->fault));
+    }
+    if (entry != NULL && request->tenant != FAKEGRAPH_NO_TENANT) {
+        (void)json_object_set_new(entry, "tenant",
+                                  json_string(server->tenants[request->tenant]));
     }
 
     pthread_mutex_lock(&server->lock);
@@ -367,15 +373,16 @@ static enum MHD_Result respond_fault_status(struct fakegraph_server *server,
 }
 
 /*
- * Applies the next queued fault for the request's path, if any. Returns
- * true when the fault has queued a response or dropped the connection.
- * Otherwise the request continues, possibly delayed and marked for truncation.
+ * Applies the next queued fault for the request's path and tenant, if any.
+ * Returns true when the fault has queued a response or dropped the
+ * connection. Otherwise the request continues, possibly delayed and marked
+ * for truncation.
  */
 static bool apply_fault(struct fakegraph_server *server, struct MHD_Connection *connection,
                         struct fakegraph_request *request, enum MHD_Result *ret_result)
 {
     struct fakegraph_fault fault;
-    if (!fakegraph_faults_take(server, request->path, &fault)) {
+    if (!fakegraph_faults_take(server, request->path, request->tenant, &fault)) {
         return false;
     }
 
@@ -416,8 +423,10 @@ static bool apply_fault(struct fakegraph_server *server, struct MHD_Connection *
 
 void fakegraph_quota_clear_locked(struct fakegraph_server *server)
 {
-    free(server->tenant_window.admitted_ms);
-    server->tenant_window = (struct fakegraph_quota_window){0};
+    for (size_t i = 0; i < FAKEGRAPH_TENANT_MAX; i++) {
+        free(server->tenant_windows[i].admitted_ms);
+        server->tenant_windows[i] = (struct fakegraph_quota_window){0};
+    }
     for (size_t i = 0; i < server->record_window_count; i++) {
         free(server->record_windows[i].admitted_ms);
     }
@@ -461,13 +470,15 @@ static int quota_admit(struct fakegraph_quota_window *window, const struct fakeg
     return 0;
 }
 
-/* Finds or adds the window of one call record. Call with server->lock held. */
+/* Finds or adds the window of one call record of tenant. Call with server->lock held. */
 static struct fakegraph_quota_window *record_window_locked(struct fakegraph_server *server,
-                                                          const char *id, size_t id_len)
+                                                          int tenant, const char *id,
+                                                          size_t id_len)
 {
     for (size_t i = 0; i < server->record_window_count; i++) {
         struct fakegraph_quota_window *window = &server->record_windows[i];
-        if (strlen(window->key) == id_len && memcmp(window->key, id, id_len) == 0) {
+        if (window->tenant == tenant && strlen(window->key) == id_len &&
+            memcmp(window->key, id, id_len) == 0) {
             return window;
         }
     }
@@ -479,19 +490,20 @@ static struct fakegraph_quota_window *record_window_locked(struct fakegraph_serv
     }
     server->record_windows = grown;
     struct fakegraph_quota_window *window = &grown[server->record_window_count++];
-    *window = (struct fakegraph_quota_window){0};
+    *window = (struct fakegraph_quota_window){.tenant = tenant};
     memcpy(window->key, id, id_len);
     return window;
 }
 
 /*
- * Counts a call-record request (rest: the path after "callRecords") against
- * the tenant's quota and, for a request about one record, against that
- * record's quota. A request that either quota rejects counts against neither.
- * Returns 0 when admitted, else the seconds for Retry-After (at least 1) and
- * the name of the quota that rejected it in *ret_quota.
+ * Counts a call-record request of tenant (rest: the path after "callRecords")
+ * against the tenant's quota and, for a request about one record, against
+ * that record's quota in the tenant. A request that either quota rejects
+ * counts against neither. Returns 0 when admitted, else the seconds for
+ * Retry-After (at least 1) and the name of the quota that rejected it in
+ * *ret_quota.
  */
-static long check_quotas(struct fakegraph_server *server, const char *rest,
+static long check_quotas(struct fakegraph_server *server, int tenant, const char *rest,
                          const char **ret_quota)
 {
     const char *id = rest[0] == '/' ? rest + 1 : "";
@@ -505,10 +517,10 @@ static long check_quotas(struct fakegraph_server *server, const char *rest,
     int64_t now_ms = crd_time_monotonic_ms();
     int64_t wait_ms = 0;
     pthread_mutex_lock(&server->lock);
-    struct fakegraph_quota_window *record = per_record
-                                                ? record_window_locked(server, id, id_len)
-                                                : NULL;
-    wait_ms = quota_wait_ms(&server->tenant_window, &server->tenant_quota, now_ms);
+    struct fakegraph_quota_window *tenant_window = &server->tenant_windows[tenant];
+    struct fakegraph_quota_window *record =
+        per_record ? record_window_locked(server, tenant, id, id_len) : NULL;
+    wait_ms = quota_wait_ms(tenant_window, &server->tenant_quota, now_ms);
     *ret_quota = "quota tenant";
     if (wait_ms == 0 && record != NULL) {
         wait_ms = quota_wait_ms(record, &server->record_quota, now_ms);
@@ -516,7 +528,7 @@ static long check_quotas(struct fakegraph_server *server, const char *rest,
     }
     if (wait_ms == 0) {
         /* Out of memory only loosens the quota, which is fine for an emulator. */
-        (void)quota_admit(&server->tenant_window, &server->tenant_quota, now_ms);
+        (void)quota_admit(tenant_window, &server->tenant_quota, now_ms);
         if (record != NULL) {
             (void)quota_admit(record, &server->record_quota, now_ms);
         }
@@ -565,7 +577,7 @@ static enum MHD_Result route_graph(struct fakegraph_server *server,
     const char *rest = NULL;
     if (has_path_prefix(request->path, "/v1.0/communications/callRecords", &rest)) {
         const char *quota = NULL;
-        long retry_after_s = check_quotas(server, rest, &quota);
+        long retry_after_s = check_quotas(server, request->tenant, rest, &quota);
         if (retry_after_s > 0) {
             /* Logged like a fault, so that the request log tells quota 429s from queued ones. */
             snprintf(request->fault, sizeof(request->fault), "%s", quota);
@@ -595,16 +607,24 @@ static enum MHD_Result route(struct fakegraph_server *server, struct MHD_Connect
         return fakegraph_handle_control(server, connection, request, rest);
     }
 
+    /* Finds the tenant before the faults, because a fault may be scoped to one tenant. */
+    char tenant[128];
+    bool is_token = match_token_path(request->path, tenant, sizeof(tenant));
+    bool is_graph = strncmp(request->path, "/v1.0/", strlen("/v1.0/")) == 0;
+    if (is_token) {
+        request->tenant = fakegraph_tenant_find(server, tenant);
+    } else if (is_graph) {
+        fakegraph_bearer_tenant(server, connection, request);
+    }
+
     enum MHD_Result result = MHD_NO;
     if (apply_fault(server, connection, request, &result)) {
         return result;
     }
-
-    char tenant[128];
-    if (match_token_path(request->path, tenant, sizeof(tenant))) {
+    if (is_token) {
         return fakegraph_handle_token(server, connection, request, tenant);
     }
-    if (strncmp(request->path, "/v1.0/", strlen("/v1.0/")) == 0) {
+    if (is_graph) {
         return route_graph(server, connection, request);
     }
     return fakegraph_respond_graph_error(server, connection, request, MHD_HTTP_NOT_FOUND,
@@ -629,6 +649,7 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     const char *question = strchr(request->raw_uri, '?');
     request->query = question != NULL ? question + 1 : "";
     request->started_ms = crd_time_monotonic_ms();
+    request->tenant = FAKEGRAPH_NO_TENANT;
     if (fakegraph_random_guid(request->request_id, NULL) < 0) {
         snprintf(request->request_id, sizeof(request->request_id),
                  "00000000-0000-4000-8000-000000000000");

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fakegraph serve as the Graph subscription API for callRecords: create
- * (with the validation handshake against notificationUrl and
- * lifecycleNotificationUrl before the response), list, get, update
- * (renewal), reauthorize and delete. An expired subscription is removed
- * before any request reads the list, so it is neither found nor notified.
+ * (with the validation handshake of fakegraph_handshake.c against
+ * notificationUrl and lifecycleNotificationUrl before the response), list,
+ * get, update (renewal), reauthorize and delete. Each subscription belongs
+ * to the tenant of the token that created it. The Graph API finds, lists,
+ * counts and checks for duplicates only within the token's tenant, and the
+ * control API covers every tenant. An expired subscription is removed before
+ * any request reads the list, so it is neither found nor notified.
  */
 #include "config.h"
 
@@ -15,8 +18,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
-
 #include "fakegraph_server.h"
 
 /* Graph's limits for callRecord subscriptions, in minutes from the request. */
@@ -25,11 +26,8 @@
 
 #define CLIENT_STATE_MAX_CHARS 128
 
-/* callRecord subscriptions allowed per organization. */
+/* callRecord subscriptions allowed per organization (tenant). */
 #define SUBSCRIPTION_COUNT_MAX 100
-
-/* Graph waits this long for the response to a validation request. */
-#define HANDSHAKE_TIMEOUT_MS 10000
 
 /*
  * The participant-filtered resource, after "communications/callRecords?$filter=":
@@ -68,11 +66,17 @@ void fakegraph_subscriptions_expire_locked(struct fakegraph_server *server)
     server->subscription_count = kept;
 }
 
-/* Returns the index of the subscription with id, or -1. Call with server->lock held. */
-static ssize_t find_subscription_locked(struct fakegraph_server *server, const char *id)
+/*
+ * Returns the index of the subscription with id in tenant (FAKEGRAPH_NO_TENANT:
+ * in any tenant), or -1. Call with server->lock held.
+ */
+static ssize_t find_subscription_locked(struct fakegraph_server *server, int tenant,
+                                        const char *id)
 {
     for (size_t i = 0; i < server->subscription_count; i++) {
-        if (strcasecmp(server->subscriptions[i].id, id) == 0) {
+        const struct fakegraph_subscription *subscription = &server->subscriptions[i];
+        if ((tenant == FAKEGRAPH_NO_TENANT || subscription->tenant == tenant) &&
+            strcasecmp(subscription->id, id) == 0) {
             return (ssize_t)i;
         }
     }
@@ -86,20 +90,34 @@ static const char *resource_key(const char *resource)
 }
 
 /*
- * Returns the index of a subscription with the same change types and
- * resource, or -1. Call with server->lock held.
+ * Returns the index of a subscription of the same tenant with the same change
+ * types and resource, or -1. Call with server->lock held.
  */
-static ssize_t find_duplicate_locked(struct fakegraph_server *server, const char *change_type,
-                                     const char *resource)
+static ssize_t find_duplicate_locked(struct fakegraph_server *server,
+                                     const struct fakegraph_subscription *subscription)
 {
+    const char *resource = subscription->resource;
     for (size_t i = 0; i < server->subscription_count; i++) {
         const struct fakegraph_subscription *other = &server->subscriptions[i];
-        if (strcmp(other->change_type, change_type) == 0 &&
+        if (other->tenant == subscription->tenant &&
+            strcmp(other->change_type, subscription->change_type) == 0 &&
             strcmp(resource_key(other->resource), resource_key(resource)) == 0) {
             return (ssize_t)i;
         }
     }
     return -1;
+}
+
+/* Counts the subscriptions of tenant. Call with server->lock held. */
+static size_t count_subscriptions_locked(struct fakegraph_server *server, int tenant)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < server->subscription_count; i++) {
+        if (server->subscriptions[i].tenant == tenant) {
+            count++;
+        }
+    }
+    return count;
 }
 
 /* ---- JSON ------------------------------------------------------------------------ */
@@ -345,85 +363,6 @@ static int parse_create_body(const json_t *body, struct fakegraph_subscription *
     return 0;
 }
 
-/* ---- the validation handshake --------------------------------------------------------- */
-
-/*
- * POSTs url?validationToken=<token> with an empty text/plain body, as Graph
- * does, and requires 200, text/plain and the token echoed within 10 s.
- * Returns 0, or -EPROTO with Graph's message in message.
- */
-static int run_handshake(struct fakegraph_server *server, const char *url, char *message,
-                         size_t size)
-{
-    struct fakegraph_http *http = NULL;
-    struct fakegraph_response response = {0};
-    struct crd_error err = {0};
-    char *decoded_body = NULL;
-    int r = 0;
-
-    /* Graph's tokens are opaque; this one has spaces and a plus, which must survive encoding. */
-    char request_id[CRD_GUID_LEN + 1];
-    char suffix[CRD_GUID_LEN + 1];
-    char token[160];
-    if (fakegraph_random_guid(request_id, &err) < 0 || fakegraph_random_guid(suffix, &err) < 0) {
-        snprintf(message, size, "fakegraph could not make a validation token: %s", err.message);
-        return -EIO;
-    }
-    snprintf(token, sizeof(token), "Validation: Testing client application reachability for "
-             "subscription Request-Id: %s+%.8s", request_id, suffix);
-
-    int64_t started = crd_time_monotonic_ms();
-    if ((r = fakegraph_http_new(url, server->cafile, "text/plain; charset=utf-8", &http,
-                                &err)) < 0 ||
-        (r = fakegraph_http_set_timeout(http, HANDSHAKE_TIMEOUT_MS, &err)) < 0 ||
-        (r = fakegraph_http_add_query(http, "validationToken", token, &err)) < 0) {
-        snprintf(message, size, "Subscription validation request failed: %s", err.message);
-        r = -EPROTO;
-        goto out;
-    }
-    r = fakegraph_http_post(http, "", 0, true, &response, &err);
-    int64_t elapsed = crd_time_monotonic_ms() - started;
-    if (r < 0) {
-        snprintf(message, size, "%s %s",
-                 elapsed >= HANDSHAKE_TIMEOUT_MS
-                     ? "Subscription validation request timeout."
-                     : "Subscription validation request failed. Notification endpoint must "
-                       "respond with 200 OK to validation request.",
-                 err.message);
-        r = -EPROTO;
-        goto out;
-    }
-
-    int decoded_len = 0;
-    decoded_body = curl_easy_unescape(NULL, response.body, (int)response.body_len, &decoded_len);
-    char reasons[512];
-    fakegraph_validate_explain(&response, token, decoded_body, reasons, sizeof(reasons));
-    if (reasons[0] != '\0') {
-        snprintf(message, size, "Subscription validation request failed. Response must exactly "
-                 "match validationToken query parameter, with status 200 and Content-Type "
-                 "text/plain: %.300s (HTTP %ld from %.200s).", reasons, response.status, url);
-        r = -EPROTO;
-        goto out;
-    }
-    if (elapsed > HANDSHAKE_TIMEOUT_MS) {
-        snprintf(message, size, "Subscription validation request timeout. The response took "
-                 "%lld ms, more than %d ms.", (long long)elapsed, HANDSHAKE_TIMEOUT_MS);
-        r = -EPROTO;
-        goto out;
-    }
-    fakegraph_server_log(server, "validation handshake with %.200s passed in %lld ms", url,
-                         (long long)elapsed);
-
-out:
-    if (r < 0) {
-        fakegraph_server_log(server, "validation handshake with %.200s failed: %s", url, message);
-    }
-    curl_free(decoded_body);
-    fakegraph_response_clear(&response);
-    fakegraph_http_free(http);
-    return r;
-}
-
 /* ---- handlers ------------------------------------------------------------------- */
 
 static json_t *parse_body(const struct fakegraph_request *request)
@@ -462,12 +401,11 @@ static bool reject_conflict(struct fakegraph_server *server, struct MHD_Connecti
     bool full = false;
     pthread_mutex_lock(&server->lock);
     fakegraph_subscriptions_expire_locked(server);
-    ssize_t index = find_duplicate_locked(server, subscription->change_type,
-                                          subscription->resource);
+    ssize_t index = find_duplicate_locked(server, subscription);
     if (index >= 0) {
         memcpy(existing, server->subscriptions[index].id, sizeof(existing));
     }
-    full = server->subscription_count >= SUBSCRIPTION_COUNT_MAX;
+    full = count_subscriptions_locked(server, subscription->tenant) >= SUBSCRIPTION_COUNT_MAX;
     pthread_mutex_unlock(&server->lock);
 
     if (existing[0] != '\0') {
@@ -498,12 +436,15 @@ static enum MHD_Result handle_create(struct fakegraph_server *server,
         result = respond_invalid(server, connection, request, message);
         goto out;
     }
+    subscription.tenant = request->tenant;
     if (reject_conflict(server, connection, request, &subscription, &result)) {
         goto out;
     }
-    if (run_handshake(server, subscription.notification_url, message, sizeof(message)) < 0 ||
+    if (fakegraph_run_handshake(server, subscription.notification_url, message,
+                                sizeof(message)) < 0 ||
         (subscription.lifecycle_url != NULL &&
-         run_handshake(server, subscription.lifecycle_url, message, sizeof(message)) < 0)) {
+         fakegraph_run_handshake(server, subscription.lifecycle_url, message,
+                                 sizeof(message)) < 0)) {
         result = respond_invalid(server, connection, request, message);
         goto out;
     }
@@ -515,7 +456,7 @@ static enum MHD_Result handle_create(struct fakegraph_server *server,
     json_t *created = NULL;
     char existing[CRD_GUID_LEN + 1] = "";
     pthread_mutex_lock(&server->lock);
-    ssize_t index = find_duplicate_locked(server, subscription.change_type, subscription.resource);
+    ssize_t index = find_duplicate_locked(server, &subscription);
     if (index >= 0) {
         memcpy(existing, server->subscriptions[index].id, sizeof(existing));
     } else {
@@ -533,8 +474,9 @@ static enum MHD_Result handle_create(struct fakegraph_server *server,
     if (existing[0] != '\0') {
         result = respond_conflict(server, connection, request, existing);
     } else if (created != NULL) {
-        fakegraph_server_log(server, "subscription %s created",
-                             json_string_value(json_object_get(created, "id")));
+        fakegraph_server_log(server, "subscription %s created in tenant %s",
+                             json_string_value(json_object_get(created, "id")),
+                             server->tenants[request->tenant]);
         result = fakegraph_respond_graph(server, connection, request, MHD_HTTP_CREATED, created,
                                          NULL);
     }
@@ -553,6 +495,9 @@ static enum MHD_Result handle_list(struct fakegraph_server *server,
     pthread_mutex_lock(&server->lock);
     fakegraph_subscriptions_expire_locked(server);
     for (size_t i = 0; value != NULL && i < server->subscription_count; i++) {
+        if (server->subscriptions[i].tenant != request->tenant) {
+            continue;
+        }
         /* Graph withholds clientState when listing. */
         json_t *item = subscription_json(server, &server->subscriptions[i], false, false);
         if (item == NULL || json_array_append_new(value, item) < 0) {
@@ -633,7 +578,7 @@ static enum MHD_Result handle_update(struct fakegraph_server *server,
         goto out;
     }
     /* NOTE: whether Graph repeats the handshake for a new notificationUrl is not documented. */
-    if (url != NULL && run_handshake(server, url, message, sizeof(message)) < 0) {
+    if (url != NULL && fakegraph_run_handshake(server, url, message, sizeof(message)) < 0) {
         result = respond_invalid(server, connection, request, message);
         goto out;
     }
@@ -643,7 +588,7 @@ static enum MHD_Result handle_update(struct fakegraph_server *server,
     bool found = false;
     pthread_mutex_lock(&server->lock);
     fakegraph_subscriptions_expire_locked(server);
-    ssize_t index = find_subscription_locked(server, id);
+    ssize_t index = find_subscription_locked(server, request->tenant, id);
     if (index >= 0 && (url == NULL || url_copy != NULL)) {
         struct fakegraph_subscription *subscription = &server->subscriptions[index];
         found = true;
@@ -696,7 +641,7 @@ static enum MHD_Result handle_one(struct fakegraph_server *server,
     struct fakegraph_subscription removed = {0};
     pthread_mutex_lock(&server->lock);
     fakegraph_subscriptions_expire_locked(server);
-    ssize_t index = find_subscription_locked(server, id);
+    ssize_t index = find_subscription_locked(server, request->tenant, id);
     if (index >= 0) {
         /* GET withholds clientState as the list does. */
         found = is_get ? subscription_json(server, &server->subscriptions[index], true, false)
@@ -759,7 +704,23 @@ enum MHD_Result fakegraph_handle_subscriptions(struct fakegraph_server *server,
 
 /* ---- the control API's view ------------------------------------------------------------ */
 
-/* POST /_fakegraph/subscriptions: stores a subscription as create does, without a handshake. */
+/* The subscription as the list returns it, with its "tenant" added. */
+static json_t *control_subscription_json(struct fakegraph_server *server,
+                                         const struct fakegraph_subscription *subscription)
+{
+    json_t *item = subscription_json(server, subscription, false, false);
+    const char *tenant = server->tenants[subscription->tenant];
+    if (item != NULL && json_object_set_new(item, "tenant", json_string(tenant)) < 0) {
+        json_decref(item);
+        return NULL;
+    }
+    return item;
+}
+
+/*
+ * POST /_fakegraph/subscriptions: stores a subscription as create does,
+ * without a handshake, in the body's "tenant" (default: the default tenant).
+ */
 static enum MHD_Result control_insert(struct fakegraph_server *server,
                                       struct MHD_Connection *connection,
                                       struct fakegraph_request *request, const json_t *body)
@@ -768,12 +729,16 @@ static enum MHD_Result control_insert(struct fakegraph_server *server,
     char message[1024];
     enum MHD_Result result = MHD_NO;
     json_t *created = NULL;
-    if (parse_create_body(body, &subscription, server->min_lifetime_s * 1000LL, message,
+    int tenant = FAKEGRAPH_NO_TENANT;
+    if (fakegraph_control_tenant(server, body, &tenant, message, sizeof(message)) < 0 ||
+        parse_create_body(body, &subscription, server->min_lifetime_s * 1000LL, message,
                           sizeof(message)) < 0) {
         result = fakegraph_respond_control_error(server, connection, request,
                                                  MHD_HTTP_BAD_REQUEST, "%s", message);
         goto out;
     }
+    subscription.tenant = tenant != FAKEGRAPH_NO_TENANT ? tenant : 0;
+    request->tenant = subscription.tenant;
     if (fakegraph_random_guid(subscription.id, NULL) < 0) {
         goto out;
     }
@@ -782,14 +747,15 @@ static enum MHD_Result control_insert(struct fakegraph_server *server,
         realloc(server->subscriptions, (server->subscription_count + 1) * sizeof(*grown));
     if (grown != NULL) {
         server->subscriptions = grown;
-        created = subscription_json(server, &subscription, false, false);
+        created = control_subscription_json(server, &subscription);
         server->subscriptions[server->subscription_count++] = subscription;
         subscription = (struct fakegraph_subscription){0};
     }
     pthread_mutex_unlock(&server->lock);
     if (created != NULL) {
-        fakegraph_server_log(server, "subscription %s inserted through the control API",
-                             json_string_value(json_object_get(created, "id")));
+        fakegraph_server_log(server, "subscription %s inserted in tenant %s through the control "
+                             "API", json_string_value(json_object_get(created, "id")),
+                             server->tenants[request->tenant]);
         result = fakegraph_respond_json(server, connection, request, MHD_HTTP_CREATED, created);
     }
 out:
@@ -797,7 +763,10 @@ out:
     return result;
 }
 
-/* POST /_fakegraph/subscriptions/remove {"subscriptionId"}: deletes without telling anyone. */
+/*
+ * POST /_fakegraph/subscriptions/remove {"subscriptionId"}: deletes the
+ * subscription of any tenant without telling anyone.
+ */
 static enum MHD_Result control_remove(struct fakegraph_server *server,
                                       struct MHD_Connection *connection,
                                       struct fakegraph_request *request, const json_t *body)
@@ -810,7 +779,7 @@ static enum MHD_Result control_remove(struct fakegraph_server *server,
     }
     struct fakegraph_subscription removed = {0};
     pthread_mutex_lock(&server->lock);
-    ssize_t index = find_subscription_locked(server, id);
+    ssize_t index = find_subscription_locked(server, FAKEGRAPH_NO_TENANT, id);
     if (index >= 0) {
         removed = server->subscriptions[index];
         server->subscriptions[index] = server->subscriptions[--server->subscription_count];
@@ -820,13 +789,17 @@ static enum MHD_Result control_remove(struct fakegraph_server *server,
         return fakegraph_respond_control_error(server, connection, request, MHD_HTTP_NOT_FOUND,
                                                "no subscription %.60s", id);
     }
-    fakegraph_server_log(server, "subscription %s removed silently through the control API",
-                         removed.id);
+    request->tenant = removed.tenant;
+    fakegraph_server_log(server, "subscription %s of tenant %s removed silently through the "
+                         "control API", removed.id, server->tenants[removed.tenant]);
     fakegraph_subscription_clear(&removed);
     return fakegraph_respond(server, connection, request, MHD_HTTP_NO_CONTENT, NULL, NULL, NULL);
 }
 
-/* GET /_fakegraph/subscriptions: the unexpired subscriptions as the list returns them. */
+/*
+ * GET /_fakegraph/subscriptions: the unexpired subscriptions of every tenant
+ * as the list returns them, each with its "tenant".
+ */
 static enum MHD_Result control_list(struct fakegraph_server *server,
                                     struct MHD_Connection *connection,
                                     struct fakegraph_request *request)
@@ -835,7 +808,7 @@ static enum MHD_Result control_list(struct fakegraph_server *server,
     pthread_mutex_lock(&server->lock);
     fakegraph_subscriptions_expire_locked(server);
     for (size_t i = 0; value != NULL && i < server->subscription_count; i++) {
-        json_t *item = subscription_json(server, &server->subscriptions[i], false, false);
+        json_t *item = control_subscription_json(server, &server->subscriptions[i]);
         if (item == NULL || json_array_append_new(value, item) < 0) {
             json_decref(value);
             value = NULL;

@@ -4,7 +4,8 @@
  * binary on a free loopback port with a certificate generated at test time,
  * driven over HTTPS with libcurl. A small libmicrohttpd HTTPS server in the
  * test plays the daemon's listener for the validation handshakes and the
- * notifications that fakegraph sends.
+ * notifications that fakegraph sends. The tenant tests start a second
+ * fakegraph that serves two tenants.
  */
 #include "config.h"
 
@@ -31,6 +32,8 @@
 #include "util.h"
 
 #define TENANT_ID "2a37c3b7-f073-59a1-b249-42c4e33881c2"
+#define OTHER_TENANT_ID "6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+#define UNSERVED_TENANT_ID "99999999-2222-4333-8444-555555555555"
 #define CLIENT_ID "eb5b5317-1c3f-591e-bda6-b36a341728fd"
 #define CLIENT_SECRET "fakegraph test secret+/="
 #define CLIENT_STATE "cr-4b8e1f0c9d2a47e6b3c5a7d9e1f20384"
@@ -316,12 +319,12 @@ static void request_token(const struct fakegraph_process *process, const char *t
     free(url);
 }
 
-/* Returns "Authorization: Bearer <token>" for a token issued by process. */
-static char *bearer_header(const struct fakegraph_process *process)
+/* Returns "Authorization: Bearer <token>" for a token of tenant issued by process. */
+static char *bearer_header_for(const struct fakegraph_process *process, const char *tenant)
 {
     char *form = token_form(process, CLIENT_ID, CLIENT_SECRET, "client_credentials", NULL);
     struct http_result result;
-    request_token(process, TENANT_ID, form, &result);
+    request_token(process, tenant, form, &result);
     ck_assert_int_eq(result.status, 200);
     json_t *body = parse_json(&result);
     const char *token = json_string_value(json_object_get(body, "access_token"));
@@ -331,6 +334,12 @@ static char *bearer_header(const struct fakegraph_process *process)
     http_result_clear(&result);
     free(form);
     return header;
+}
+
+/* Returns "Authorization: Bearer <token>" for a token of the default tenant. */
+static char *bearer_header(const struct fakegraph_process *process)
+{
+    return bearer_header_for(process, TENANT_ID);
 }
 
 /* GETs a Graph URL (absolute, or a path on the shared server) with a token. */
@@ -357,10 +366,11 @@ static void graph_send(const char *method, const char *path, const char *body,
     free(authorization);
 }
 
-static long control(const char *method, const char *path, const char *body,
-                    struct http_result *ret_result)
+/* Sends a control API request to process. Returns the status and, when wanted, the result. */
+static long control_on(const struct fakegraph_process *process, const char *method,
+                       const char *path, const char *body, struct http_result *ret_result)
 {
-    char *url = url_at(&server, path);
+    char *url = url_at(process, path);
     const char *headers[] = {"Content-Type: application/json", NULL};
     struct http_result result;
     http(method, url, headers, body, &result);
@@ -372,6 +382,12 @@ static long control(const char *method, const char *path, const char *body,
         http_result_clear(&result);
     }
     return status;
+}
+
+static long control(const char *method, const char *path, const char *body,
+                    struct http_result *ret_result)
+{
+    return control_on(&server, method, path, body, ret_result);
 }
 
 static void reset_server(void)
@@ -405,11 +421,19 @@ static size_t count_logged(const json_t *log, const char *path_prefix, const cha
     return count;
 }
 
-/* Publishes fixture files through "fakegraph publish"; args are its extra arguments. */
-static void publish(const char *const *args)
+/*
+ * Publishes fixture files through "fakegraph publish" to process, in tenant
+ * unless it is NULL. args are the command's extra arguments.
+ */
+static void publish_on(const struct fakegraph_process *process, const char *tenant,
+                       const char *const *args)
 {
-    const char *argv[32] = {"publish", "--control", server.base_url, "--cafile", ca_file};
+    const char *argv[32] = {"publish", "--control", process->base_url, "--cafile", ca_file};
     size_t argc = 5;
+    if (tenant != NULL) {
+        argv[argc++] = "--tenant";
+        argv[argc++] = tenant;
+    }
     char *paths[24] = {0};
     size_t path_count = 0;
     for (size_t i = 0; args[i] != NULL && argc < 30; i++) {
@@ -429,6 +453,12 @@ static void publish(const char *const *args)
     for (size_t i = 0; i < path_count; i++) {
         free(paths[i]);
     }
+}
+
+/* Publishes fixture files to the shared server's default tenant. */
+static void publish(const char *const *args)
+{
+    publish_on(&server, NULL, args);
 }
 
 /* ---- the validation responder ---------------------------------------------------------- */
@@ -1537,6 +1567,652 @@ START_TEST(quota_option_rejects_invalid)
 }
 END_TEST
 
+/* ---- tests: several tenants ---------------------------------------------------------------- */
+
+#define PSTN_CALL_ID "0bf46869-eea5-5992-811e-178fec3d9176"
+
+/* Starts a fakegraph that serves TENANT_ID (the default) and OTHER_TENANT_ID. */
+static void start_two_tenants(struct fakegraph_process *process, const char *const *extra)
+{
+    const char *args[16] = {"--tenant", OTHER_TENANT_ID};
+    size_t count = 2;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && count < 15; i++) {
+        args[count++] = extra[i];
+    }
+    args[count] = NULL;
+    ck_assert_int_eq(fakegraph_start(process, args), 0);
+}
+
+/* Sends a Graph request to process with the Authorization header; body may be NULL. */
+static void tenant_request(const struct fakegraph_process *process, const char *authorization,
+                           const char *method, const char *path, const char *body,
+                           struct http_result *result)
+{
+    char *url = url_at(process, path);
+    const char *headers[] = {authorization, "Content-Type: application/json", NULL};
+    http(method, url, headers, body, result);
+    free(url);
+}
+
+/* Returns the status of a Graph request to process. */
+static long tenant_status(const struct fakegraph_process *process, const char *authorization,
+                          const char *method, const char *path, const char *body)
+{
+    struct http_result result;
+    tenant_request(process, authorization, method, path, body, &result);
+    long status = result.status;
+    http_result_clear(&result);
+    return status;
+}
+
+/* GETs a call record of process and returns its version, or -status when it is not 200. */
+static long long record_version(const struct fakegraph_process *process,
+                                const char *authorization, const char *call_id)
+{
+    char *path = format("/v1.0/communications/callRecords/%s", call_id);
+    struct http_result result;
+    tenant_request(process, authorization, "GET", path, NULL, &result);
+    long long version = -result.status;
+    if (result.status == 200) {
+        json_t *record = parse_json(&result);
+        version = json_integer_value(json_object_get(record, "version"));
+        json_decref(record);
+    }
+    http_result_clear(&result);
+    free(path);
+    return version;
+}
+
+/* Counts the request log entries of process with the path prefix, tenant and fault ("": any). */
+static size_t count_tenant_logged(const struct fakegraph_process *process,
+                                  const char *path_prefix, const char *tenant, const char *fault)
+{
+    struct http_result result;
+    ck_assert_int_eq(control_on(process, "GET", "/_fakegraph/requests", NULL, &result), 200);
+    json_t *log = parse_json(&result);
+    size_t count = 0;
+    size_t index;
+    const json_t *entry;
+    json_array_foreach(log, index, entry) {
+        const char *path = json_string_value(json_object_get(entry, "path"));
+        const char *entry_tenant = json_string_value(json_object_get(entry, "tenant"));
+        const char *entry_fault = json_string_value(json_object_get(entry, "fault"));
+        if (path != NULL && strncmp(path, path_prefix, strlen(path_prefix)) == 0 &&
+            entry_tenant != NULL && strcmp(entry_tenant, tenant) == 0 &&
+            (fault[0] == '\0' || (entry_fault != NULL && strcmp(entry_fault, fault) == 0))) {
+            count++;
+        }
+    }
+    json_decref(log);
+    http_result_clear(&result);
+    return count;
+}
+
+/* Creates a subscription in the token's tenant and returns its id. */
+static char *create_subscription(const struct fakegraph_process *process,
+                                 const char *authorization, const char *notification_url,
+                                 const char *lifecycle_url)
+{
+    char *body = subscription_body(notification_url, lifecycle_url,
+                                   "/communications/callRecords", 120);
+    struct http_result result;
+    tenant_request(process, authorization, "POST", "/v1.0/subscriptions", body, &result);
+    ck_assert_msg(result.status == 201, "status %ld: %s", result.status, result.body);
+    json_t *created = parse_json(&result);
+    char *id = strdup(json_string_value(json_object_get(created, "id")));
+    json_decref(created);
+    http_result_clear(&result);
+    free(body);
+    return id;
+}
+
+/* Returns the number of subscriptions that GET /v1.0/subscriptions lists for the token. */
+static size_t listed_subscriptions(const struct fakegraph_process *process,
+                                   const char *authorization)
+{
+    struct http_result result;
+    tenant_request(process, authorization, "GET", "/v1.0/subscriptions", NULL, &result);
+    ck_assert_int_eq(result.status, 200);
+    json_t *list = parse_json(&result);
+    size_t count = json_array_size(json_object_get(list, "value"));
+    json_decref(list);
+    http_result_clear(&result);
+    return count;
+}
+
+/* Copies the first item of the responder's last notification; the caller json_decref()s it. */
+static json_t *last_notification_item(struct responder *responder)
+{
+    pthread_mutex_lock(&responder->lock);
+    json_t *body = json_loads(responder->last_notification != NULL
+                                  ? responder->last_notification
+                                  : "",
+                              0, NULL);
+    pthread_mutex_unlock(&responder->lock);
+    ck_assert_ptr_nonnull(body);
+    json_t *item = json_incref(json_array_get(json_object_get(body, "value"), 0));
+    json_decref(body);
+    ck_assert_ptr_nonnull(item);
+    return item;
+}
+
+static unsigned notifications_received(struct responder *responder)
+{
+    pthread_mutex_lock(&responder->lock);
+    unsigned count = responder->notifications;
+    pthread_mutex_unlock(&responder->lock);
+    return count;
+}
+
+START_TEST(tenants_each_issue_tokens)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    char *form = token_form(&two, CLIENT_ID, CLIENT_SECRET, "client_credentials", NULL);
+    /* The path's tenant is compared without case, as Entra ID does with GUIDs. */
+    const char *paths[] = {TENANT_ID, OTHER_TENANT_ID, "6F1C2D3E-4A5B-4C6D-8E7F-9A0B1C2D3E4F"};
+    const char *logged[] = {TENANT_ID, OTHER_TENANT_ID, OTHER_TENANT_ID};
+    struct http_result result;
+    for (size_t i = 0; i < 3; i++) {
+        request_token(&two, paths[i], form, &result);
+        ck_assert_msg(result.status == 200, "%s: status %ld", paths[i], result.status);
+        json_t *body = parse_json(&result);
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(body, "access_token")));
+        json_decref(body);
+        http_result_clear(&result);
+    }
+
+    /* A tenant that is not served keeps Entra's "tenant not found" error. */
+    request_token(&two, UNSERVED_TENANT_ID, form, &result);
+    ck_assert_int_eq(result.status, 400);
+    json_t *body = parse_json(&result);
+    ck_assert_str_eq(json_string_value(json_object_get(body, "error")), "invalid_request");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(body, "error_description")),
+                                 "AADSTS90002"));
+    json_decref(body);
+    http_result_clear(&result);
+
+    /* The request log names the tenant of each token request to a served tenant. */
+    ck_assert_int_eq(control_on(&two, "GET", "/_fakegraph/requests", NULL, &result), 200);
+    json_t *log = parse_json(&result);
+    ck_assert_uint_eq(json_array_size(log), 4);
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(log, i), "tenant")),
+                         logged[i]);
+    }
+    ck_assert_ptr_null(json_object_get(json_array_get(log, 3), "tenant"));
+    json_decref(log);
+    http_result_clear(&result);
+
+    char *log_path = format("%s/log", two.dir);
+    char *text = crd_test_read_file(log_path, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "(tenants " TENANT_ID ", " OTHER_TENANT_ID ","));
+    free(text);
+    free(log_path);
+    free(form);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(record_of_one_tenant_404_for_other)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+
+    /* The large meeting is published in the second tenant only. */
+    const char *large[] = {"--record", "callrecord-large-page1.json", "--record",
+                           "callrecord-large-page2.json", "--participants",
+                           "participants-page1.json", "--participants", "participants-page2.json",
+                           NULL};
+    publish_on(&two, OTHER_TENANT_ID, large);
+    const char *record = "/v1.0/communications/callRecords/" LARGE_CALL_ID "?" EXPAND_PLAIN;
+    ck_assert_int_eq(tenant_status(&two, b, "GET", record, NULL), 200);
+    ck_assert_int_eq(tenant_status(&two, a, "GET", record, NULL), 404);
+    ck_assert_int_eq(tenant_status(&two, a, "GET", "/v1.0/communications/callRecords/"
+                                   LARGE_CALL_ID "/sessions", NULL), 404);
+
+    /* The second page of participants_v2 is the second tenant's too. */
+    char *url = url_at(&two, "/v1.0/communications/callRecords/" LARGE_CALL_ID
+                             "/participants_v2");
+    const char *first_headers[] = {b, "Prefer: odata.maxpagesize=50", NULL};
+    struct http_result result;
+    http("GET", url, first_headers, NULL, &result);
+    ck_assert_int_eq(result.status, 200);
+    json_t *page = parse_json(&result);
+    ck_assert_uint_eq(json_array_size(json_object_get(page, "value")), 50);
+    char *next = strdup(json_string_value(json_object_get(page, "@odata.nextLink")));
+    json_decref(page);
+    http_result_clear(&result);
+    const char *b_headers[] = {b, NULL};
+    http("GET", next, b_headers, NULL, &result);
+    ck_assert_int_eq(result.status, 200);
+    page = parse_json(&result);
+    ck_assert_uint_eq(json_array_size(json_object_get(page, "value")), 23);
+    json_decref(page);
+    http_result_clear(&result);
+    const char *a_headers[] = {a, NULL};
+    http("GET", next, a_headers, NULL, &result);
+    ck_assert_int_eq(result.status, 404);
+    http_result_clear(&result);
+
+    /* One call id in both tenants: each tenant keeps its own version. */
+    const char *v1[] = {"--record", "callrecord-p2p-v1.json", NULL};
+    const char *v2[] = {"--record", "callrecord-p2p-v2.json", NULL};
+    publish_on(&two, NULL, v1);
+    publish_on(&two, OTHER_TENANT_ID, v2);
+    ck_assert_int_eq(record_version(&two, a, P2P_CALL_ID), 1);
+    ck_assert_int_eq(record_version(&two, b, P2P_CALL_ID), 2);
+
+    /* The list shows the token's tenant's records only. */
+    const char *list = "/v1.0/communications/callRecords?$filter=startDateTime%20ge%20"
+                       "2000-01-01T00:00:00Z";
+    const char *tokens[] = {a, b};
+    const size_t expected_rows[] = {1, 2};
+    for (size_t i = 0; i < 2; i++) {
+        tenant_request(&two, tokens[i], "GET", list, NULL, &result);
+        ck_assert_int_eq(result.status, 200);
+        json_t *rows = parse_json(&result);
+        ck_assert_uint_eq(json_array_size(json_object_get(rows, "value")), expected_rows[i]);
+        json_decref(rows);
+        http_result_clear(&result);
+    }
+
+    /* A tenant that is not served is a usage error that names the served ones. */
+    char *fixture = crd_test_fixture_path("callrecord-pstn.json");
+    const char *args[] = {"publish", "--control", two.base_url, "--cafile", ca_file,
+                          "--record", fixture, "--tenant", UNSERVED_TENANT_ID, NULL};
+    char *output = NULL;
+    ck_assert_int_eq(run_fakegraph(args, &output), 2);
+    ck_assert_ptr_nonnull(strstr(output, "'" UNSERVED_TENANT_ID "' is not served"));
+    ck_assert_ptr_nonnull(strstr(output, TENANT_ID ", " OTHER_TENANT_ID));
+    free(output);
+
+    free(fixture);
+    free(next);
+    free(url);
+    free(b);
+    free(a);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(subscriptions_scoped_to_tenant)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+    struct responder responder;
+    responder_start(&responder, RESPONDER_ECHO);
+    char *url = responder_url(&responder, "/notify");
+
+    char *id_a = create_subscription(&two, a, url, NULL);
+    ck_assert_uint_eq(listed_subscriptions(&two, a), 1);
+    ck_assert_uint_eq(listed_subscriptions(&two, b), 0);
+
+    /* The same subscription in the other tenant is not a duplicate, but a second one there is. */
+    char *id_b = create_subscription(&two, b, url, NULL);
+    ck_assert_str_ne(id_a, id_b);
+    char *body = subscription_body(url, NULL, "/communications/callRecords", 120);
+    ck_assert_int_eq(tenant_status(&two, b, "POST", "/v1.0/subscriptions", body), 409);
+    ck_assert_uint_eq(listed_subscriptions(&two, a), 1);
+    ck_assert_uint_eq(listed_subscriptions(&two, b), 1);
+
+    /* Another tenant's subscription id is not found with this tenant's token. */
+    char *path_a = format("/v1.0/subscriptions/%s", id_a);
+    char expiry[40];
+    crd_time_format_iso8601(crd_time_now_ms() + 90LL * 60 * 1000, expiry, sizeof(expiry));
+    char *renewal = format("{\"expirationDateTime\":\"%s\"}", expiry);
+    ck_assert_int_eq(tenant_status(&two, b, "GET", path_a, NULL), 404);
+    ck_assert_int_eq(tenant_status(&two, b, "PATCH", path_a, renewal), 404);
+    ck_assert_int_eq(tenant_status(&two, b, "DELETE", path_a, NULL), 404);
+    ck_assert_int_eq(tenant_status(&two, a, "PATCH", path_a, renewal), 200);
+    ck_assert_int_eq(tenant_status(&two, a, "GET", path_a, NULL), 200);
+
+    /* The control API lists both, each with its tenant, and removes by id in any tenant. */
+    struct http_result result;
+    ck_assert_int_eq(control_on(&two, "GET", "/_fakegraph/subscriptions", NULL, &result), 200);
+    json_t *list = parse_json(&result);
+    ck_assert_uint_eq(json_array_size(json_object_get(list, "value")), 2);
+    size_t index;
+    json_t *item;
+    json_array_foreach(json_object_get(list, "value"), index, item) {
+        const char *id = json_string_value(json_object_get(item, "id"));
+        const char *tenant = json_string_value(json_object_get(item, "tenant"));
+        ck_assert_ptr_nonnull(tenant);
+        ck_assert_str_eq(tenant, strcmp(id, id_a) == 0 ? TENANT_ID : OTHER_TENANT_ID);
+    }
+    json_decref(list);
+    http_result_clear(&result);
+    char *remove = format("{\"subscriptionId\":\"%s\"}", id_b);
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/subscriptions/remove", remove, NULL),
+                     204);
+    ck_assert_uint_eq(listed_subscriptions(&two, b), 0);
+    ck_assert_uint_eq(listed_subscriptions(&two, a), 1);
+
+    /* The control API inserts into the tenant it names. */
+    char *insert = format("{\"tenant\":\"%s\",%s", OTHER_TENANT_ID, body + 1);
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/subscriptions", insert, &result), 201);
+    json_t *inserted = parse_json(&result);
+    ck_assert_str_eq(json_string_value(json_object_get(inserted, "tenant")), OTHER_TENANT_ID);
+    json_decref(inserted);
+    http_result_clear(&result);
+    ck_assert_uint_eq(listed_subscriptions(&two, b), 1);
+
+    free(insert);
+    free(remove);
+    free(renewal);
+    free(path_a);
+    free(body);
+    free(id_b);
+    free(id_a);
+    free(url);
+    responder_stop(&responder);
+    free(b);
+    free(a);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(notify_reaches_record_tenant_only)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+    struct responder receiver_a;
+    struct responder receiver_b;
+    responder_start(&receiver_a, RESPONDER_ECHO);
+    responder_start(&receiver_b, RESPONDER_ECHO);
+    char *url_a = responder_url(&receiver_a, "/notify");
+    char *url_b = responder_url(&receiver_b, "/notify");
+    char *lifecycle_b = responder_url(&receiver_b, "/lifecycle");
+    char *id_a = create_subscription(&two, a, url_a, NULL);
+    char *id_b = create_subscription(&two, b, url_b, lifecycle_b);
+
+    /* A record of the second tenant: only that tenant's subscription is notified. */
+    const char *pstn[] = {"--record", "callrecord-pstn.json", NULL};
+    publish_on(&two, OTHER_TENANT_ID, pstn);
+    struct http_result result;
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/notify",
+                                "{\"callId\":\"" PSTN_CALL_ID "\",\"changeType\":\"updated\"}",
+                                &result), 200);
+    json_t *answer = parse_json(&result);
+    ck_assert_uint_eq(json_array_size(json_object_get(answer, "statuses")), 1);
+    json_decref(answer);
+    http_result_clear(&result);
+    ck_assert_uint_eq(notifications_received(&receiver_a), 0);
+    ck_assert_uint_eq(notifications_received(&receiver_b), 1);
+    json_t *item = last_notification_item(&receiver_b);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), OTHER_TENANT_ID);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "subscriptionId")), id_b);
+    json_decref(item);
+
+    /* trigger --tenant picks the tenant, and a call id published nowhere goes to the default. */
+    const char *args[] = {"trigger", "--control", two.base_url, "--cafile", ca_file,
+                          "--call-id", PSTN_CALL_ID, "--tenant", TENANT_ID, NULL};
+    char *output = NULL;
+    ck_assert_int_eq(run_fakegraph(args, &output), 0);
+    ck_assert_str_eq(output, "trigger: HTTP 202\n");
+    free(output);
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/notify",
+                                "{\"callId\":\"" UNKNOWN_CALL_ID "\"}", NULL), 200);
+    ck_assert_uint_eq(notifications_received(&receiver_a), 2);
+    ck_assert_uint_eq(notifications_received(&receiver_b), 1);
+    item = last_notification_item(&receiver_a);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), TENANT_ID);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "subscriptionId")), id_a);
+    json_decref(item);
+
+    /* A lifecycle event goes to the named tenant's subscriptions only. */
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/notify",
+                                "{\"lifecycleEvent\":\"reauthorizationRequired\",\"tenant\":\""
+                                OTHER_TENANT_ID "\"}", NULL), 200);
+    ck_assert_uint_eq(notifications_received(&receiver_b), 2);
+    item = last_notification_item(&receiver_b);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "lifecycleEvent")),
+                     "reauthorizationRequired");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), OTHER_TENANT_ID);
+    json_decref(item);
+    ck_assert_uint_eq(notifications_received(&receiver_a), 2);
+
+    /* A tenant that is not served is a 400 that names the served ones. */
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/notify",
+                                "{\"callId\":\"" PSTN_CALL_ID "\",\"tenant\":\""
+                                UNSERVED_TENANT_ID "\"}", &result), 400);
+    ck_assert_ptr_nonnull(strstr(result.body, TENANT_ID ", " OTHER_TENANT_ID));
+    http_result_clear(&result);
+
+    /* A record published in both tenants needs "tenant". */
+    publish_on(&two, NULL, pstn);
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/notify",
+                                "{\"callId\":\"" PSTN_CALL_ID "\"}", &result), 400);
+    ck_assert_ptr_nonnull(strstr(result.body, "name one with"));
+    http_result_clear(&result);
+    ck_assert_uint_eq(notifications_received(&receiver_a), 2);
+    ck_assert_uint_eq(notifications_received(&receiver_b), 2);
+
+    free(id_b);
+    free(id_a);
+    free(lifecycle_b);
+    free(url_b);
+    free(url_a);
+    responder_stop(&receiver_b);
+    responder_stop(&receiver_a);
+    free(b);
+    free(a);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(fault_scoped_to_one_tenant)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    const char *v1[] = {"--record", "callrecord-p2p-v1.json", NULL};
+    publish_on(&two, NULL, v1);
+    publish_on(&two, OTHER_TENANT_ID, v1);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+
+    const char *args[] = {"fault", "--control", two.base_url, "--cafile", ca_file, "--match",
+                          "/v1.0/communications/callRecords", "--status", "503", "--count", "2",
+                          "--tenant", OTHER_TENANT_ID, NULL};
+    char *output = NULL;
+    ck_assert_int_eq(run_fakegraph(args, &output), 0);
+    ck_assert_ptr_nonnull(strstr(output, "\"tenant\":\"" OTHER_TENANT_ID "\""));
+    free(output);
+
+    /* The first tenant keeps working while the second one's Graph is down. */
+    const char *path = "/v1.0/communications/callRecords/" P2P_CALL_ID;
+    ck_assert_int_eq(tenant_status(&two, a, "GET", path, NULL), 200);
+    ck_assert_int_eq(tenant_status(&two, b, "GET", path, NULL), 503);
+    ck_assert_int_eq(tenant_status(&two, a, "GET", path, NULL), 200);
+    ck_assert_int_eq(tenant_status(&two, b, "GET", path, NULL), 503);
+    ck_assert_int_eq(tenant_status(&two, b, "GET", path, NULL), 200);
+    ck_assert_uint_eq(count_tenant_logged(&two, path, OTHER_TENANT_ID, "status 503"), 2);
+    ck_assert_uint_eq(count_tenant_logged(&two, path, TENANT_ID, ""), 2);
+
+    /* A fault of the first tenant's token endpoint leaves the second one's working. */
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/faults",
+                                "{\"match\":\"/\",\"status\":500,\"tenant\":\"" TENANT_ID "\"}",
+                                NULL), 201);
+    char *form = token_form(&two, CLIENT_ID, CLIENT_SECRET, "client_credentials", NULL);
+    struct http_result result;
+    request_token(&two, OTHER_TENANT_ID, form, &result);
+    ck_assert_int_eq(result.status, 200);
+    http_result_clear(&result);
+    request_token(&two, TENANT_ID, form, &result);
+    ck_assert_int_eq(result.status, 500);
+    http_result_clear(&result);
+
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/faults",
+                                "{\"match\":\"/\",\"status\":500,\"tenant\":\""
+                                UNSERVED_TENANT_ID "\"}", &result), 400);
+    ck_assert_ptr_nonnull(strstr(result.body, "is not served"));
+    http_result_clear(&result);
+
+    free(form);
+    free(b);
+    free(a);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(quota_counted_per_tenant)
+{
+    struct fakegraph_process two;
+    const char *extra[] = {"--quota-tenant", "3/60", "--quota-record", "2/60", NULL};
+    start_two_tenants(&two, extra);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+    const char *a_headers[] = {a, NULL};
+    const char *b_headers[] = {b, NULL};
+    char *first = url_at(&two, "/v1.0/communications/callRecords/" UNKNOWN_CALL_ID);
+    char *second = url_at(&two, "/v1.0/communications/callRecords/" P2P_CALL_ID);
+    char retry_after[32];
+
+    /* Each tenant has its own window per record. Nothing is published, so 404 means admitted. */
+    ck_assert_int_eq(get_status(first, a_headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(first, a_headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(first, a_headers, retry_after, sizeof(retry_after)), 429);
+    ck_assert_int_eq(get_status(first, b_headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(first, b_headers, retry_after, sizeof(retry_after)), 404);
+
+    /* Each tenant also has its own tenant window of 3 requests. */
+    ck_assert_int_eq(get_status(second, a_headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(second, a_headers, retry_after, sizeof(retry_after)), 429);
+    ck_assert_int_eq(get_status(second, b_headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(second, b_headers, retry_after, sizeof(retry_after)), 429);
+    const char *prefix = "/v1.0/communications/callRecords/";
+    ck_assert_uint_eq(count_tenant_logged(&two, prefix, TENANT_ID, "quota record"), 1);
+    ck_assert_uint_eq(count_tenant_logged(&two, prefix, TENANT_ID, "quota tenant"), 1);
+    ck_assert_uint_eq(count_tenant_logged(&two, prefix, OTHER_TENANT_ID, "quota record"), 0);
+    ck_assert_uint_eq(count_tenant_logged(&two, prefix, OTHER_TENANT_ID, "quota tenant"), 1);
+
+    /* reset empties the quota windows of every tenant. */
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/reset", NULL, NULL), 204);
+    ck_assert_int_eq(get_status(second, a_headers, retry_after, sizeof(retry_after)), 404);
+    ck_assert_int_eq(get_status(second, b_headers, retry_after, sizeof(retry_after)), 404);
+
+    free(second);
+    free(first);
+    free(b);
+    free(a);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(reset_clears_every_tenant)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    const char *pstn[] = {"--record", "callrecord-pstn.json", NULL};
+    publish_on(&two, NULL, pstn);
+    publish_on(&two, OTHER_TENANT_ID, pstn);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+    ck_assert_int_eq(record_version(&two, a, PSTN_CALL_ID), 2);
+    ck_assert_int_eq(record_version(&two, b, PSTN_CALL_ID), 2);
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/faults",
+                                "{\"match\":\"/v1.0/\",\"status\":500,\"tenant\":\""
+                                OTHER_TENANT_ID "\"}", NULL), 201);
+
+    ck_assert_int_eq(control_on(&two, "POST", "/_fakegraph/reset", NULL, NULL), 204);
+    ck_assert_int_eq(record_version(&two, a, PSTN_CALL_ID), -404);
+    ck_assert_int_eq(record_version(&two, b, PSTN_CALL_ID), -404);
+    struct http_result result;
+    ck_assert_int_eq(control_on(&two, "GET", "/_fakegraph/faults", NULL, &result), 200);
+    json_t *faults = parse_json(&result);
+    ck_assert_uint_eq(json_array_size(json_object_get(faults, "value")), 0);
+    json_decref(faults);
+    http_result_clear(&result);
+
+    free(b);
+    free(a);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+START_TEST(scenario_names_tenant)
+{
+    struct fakegraph_process two;
+    start_two_tenants(&two, NULL);
+    struct responder responder;
+    responder_start(&responder, RESPONDER_ECHO);
+    char *url = responder_url(&responder, "/notify");
+    char *dir = crd_test_make_tmpdir("fakegraph-scenario");
+    char *scenario = crd_test_write_file(dir, "tenant.scenario",
+                                         "publish callrecord-pstn.json tenant " OTHER_TENANT_ID
+                                         "\n"
+                                         "notify @callrecord-pstn.json updated tenant "
+                                         OTHER_TENANT_ID "\n", 0644);
+    char *fixtures = format("%s/tests/fixtures", crd_test_srcdir());
+    const char *args[] = {"scenario", "--control", two.base_url, "--cafile", ca_file,
+                          "--fixtures", fixtures, "--file", scenario,
+                          "--notification-url", url, "--client-state", CLIENT_STATE, NULL};
+    char *output = NULL;
+    int status = run_fakegraph(args, &output);
+    ck_assert_msg(status == 0, "scenario exited %d: %s", status, output);
+    ck_assert_ptr_nonnull(strstr(output, ", tenant " OTHER_TENANT_ID));
+    free(output);
+
+    /* With a notification URL, the tenant becomes the items' tenantId. */
+    ck_assert_uint_eq(notifications_received(&responder), 1);
+    json_t *item = last_notification_item(&responder);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), OTHER_TENANT_ID);
+    json_decref(item);
+    char *a = bearer_header_for(&two, TENANT_ID);
+    char *b = bearer_header_for(&two, OTHER_TENANT_ID);
+    ck_assert_int_eq(record_version(&two, b, PSTN_CALL_ID), 2);
+    ck_assert_int_eq(record_version(&two, a, PSTN_CALL_ID), -404);
+
+    free(b);
+    free(a);
+    crd_test_remove_tree(dir);
+    free(fixtures);
+    free(scenario);
+    free(dir);
+    free(url);
+    responder_stop(&responder);
+    ck_assert_int_eq(fakegraph_stop(&two), 0);
+}
+END_TEST
+
+/* Each case is a list of --tenant values that serve rejects, and the message it prints. */
+static const struct {
+    const char *tenants[10];
+    const char *expected;
+} invalid_tenant_lists[] = {
+    {{TENANT_ID, "2A37C3B7-F073-59A1-B249-42C4E33881C2"}, "is given twice"},
+    {{"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
+      "00000000-0000-4000-8000-000000000003", "00000000-0000-4000-8000-000000000004",
+      "00000000-0000-4000-8000-000000000005", "00000000-0000-4000-8000-000000000006",
+      "00000000-0000-4000-8000-000000000007", "00000000-0000-4000-8000-000000000008",
+      "00000000-0000-4000-8000-000000000009"},
+     "at most 8 tenants"},
+    {{"not-a-guid"}, "invalid --tenant 'not-a-guid'"},
+};
+
+START_TEST(serve_rejects_invalid_tenants)
+{
+    const char *args[32] = {"serve"};
+    size_t count = 1;
+    for (size_t i = 0; i < 10 && invalid_tenant_lists[_i].tenants[i] != NULL; i++) {
+        args[count++] = "--tenant";
+        args[count++] = invalid_tenant_lists[_i].tenants[i];
+    }
+    args[count] = NULL;
+    char *output = NULL;
+    ck_assert_int_eq(run_fakegraph(args, &output), 2);  /* usage error */
+    ck_assert_msg(strstr(output, invalid_tenant_lists[_i].expected) != NULL, "output: %s",
+                  output);
+    free(output);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------------------- */
 
 static Suite *fakegraph_suite(void)
@@ -1589,6 +2265,20 @@ static Suite *fakegraph_suite(void)
     tcase_add_loop_test(quotas, quota_option_rejects_invalid, 0,
                         sizeof(invalid_quotas) / sizeof(invalid_quotas[0]));
     suite_add_tcase(suite, quotas);
+
+    TCase *tenants = tcase_create("tenants");
+    tcase_set_timeout(tenants, 30);
+    tcase_add_test(tenants, tenants_each_issue_tokens);
+    tcase_add_test(tenants, record_of_one_tenant_404_for_other);
+    tcase_add_test(tenants, subscriptions_scoped_to_tenant);
+    tcase_add_test(tenants, notify_reaches_record_tenant_only);
+    tcase_add_test(tenants, fault_scoped_to_one_tenant);
+    tcase_add_test(tenants, quota_counted_per_tenant);
+    tcase_add_test(tenants, reset_clears_every_tenant);
+    tcase_add_test(tenants, scenario_names_tenant);
+    tcase_add_loop_test(tenants, serve_rejects_invalid_tenants, 0,
+                        sizeof(invalid_tenant_lists) / sizeof(invalid_tenant_lists[0]));
+    suite_add_tcase(suite, tenants);
     return suite;
 }
 
