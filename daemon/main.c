@@ -154,11 +154,12 @@ static int run(const struct crd_config *config)
     }
 
     CRD_LOG_AT(CRD_LOG_NOTICE, MESSAGE_ID_STARTED, NULL,
-               "%s listening on port %u (%s); notifications at %s%s; %zu sinks, %u fetch workers",
+               "%s listening on port %u (%s); notifications at %s%s; %zu tenants, %zu sinks, "
+               "%u fetch workers per tenant",
                PACKAGE_STRING, crd_listener_port(services.listener),
                config->listener.tls ? "HTTPS" : "plain HTTP behind a TLS proxy",
                config->listener.public_url, config->listener.notification_path,
-               services.n_sinks, config->fetch.workers);
+               services.n_tenants, services.n_sinks, config->fetch.workers);
     (void)sd_notifyf(0, "READY=1\nSTATUS=Listening on port %u",
                      crd_listener_port(services.listener));
 

@@ -6,35 +6,51 @@
 
 #include "services.h"
 
+/* The fetch counters, summed over the tenants. */
 static void add_fetcher_metrics(struct services *services, struct crd_metrics *metrics)
 {
-    if (services->fetcher == NULL) {
-        return;
+    double fetched = 0, not_found = 0, retried = 0, failed = 0, stored = 0, duplicates = 0;
+    for (size_t i = 0; i < services->n_tenants; i++) {
+        if (services->tenants[i].fetcher == NULL) {
+            continue;
+        }
+        const struct crd_fetcher_counters *c = crd_fetcher_counters(services->tenants[i].fetcher);
+        fetched += (double)atomic_load(&c->fetched);
+        not_found += (double)atomic_load(&c->not_found);
+        retried += (double)atomic_load(&c->retried);
+        failed += (double)atomic_load(&c->failed);
+        stored += (double)atomic_load(&c->stored);
+        duplicates += (double)atomic_load(&c->duplicates);
     }
-    const struct crd_fetcher_counters *c = crd_fetcher_counters(services->fetcher);
     const char *name = "callrecd_fetches_total";
     const char *help = "Call record fetches, by outcome.";
     static const char counter[] = "counter";
-    crd_metrics_sample(metrics, name, counter, help, "outcome", "fetched",
-                       (double)atomic_load(&c->fetched));
-    crd_metrics_sample(metrics, name, counter, help, "outcome", "not_found",
-                       (double)atomic_load(&c->not_found));
-    crd_metrics_sample(metrics, name, counter, help, "outcome", "retried",
-                       (double)atomic_load(&c->retried));
-    crd_metrics_sample(metrics, name, counter, help, "outcome", "failed",
-                       (double)atomic_load(&c->failed));
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "fetched", fetched);
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "not_found", not_found);
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "retried", retried);
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "failed", failed);
     crd_metrics_sample(metrics, "callrecd_record_versions_stored_total", counter,
-                       "New call record versions stored for delivery.", NULL, NULL,
-                       (double)atomic_load(&c->stored));
+                       "New call record versions stored for delivery.", NULL, NULL, stored);
     crd_metrics_sample(metrics, "callrecd_record_versions_duplicate_total", counter,
                        "Fetched versions not newer than the stored one, dropped.", NULL, NULL,
-                       (double)atomic_load(&c->duplicates));
+                       duplicates);
+}
 
-    struct crd_fetcher_graph_status status;
-    crd_fetcher_graph_status(services->fetcher, &status);
-    crd_metrics_sample(metrics, "callrecd_graph_outage", "gauge",
-                       "1 while the circuit breaker holds fetching back (open or half-open).",
-                       NULL, NULL, status.state == CRD_BREAKER_STATE_CLOSED ? 0 : 1);
+/* One gauge per tenant: 1 while its circuit breaker holds fetching back. */
+static void add_outage_metrics(struct services *services, struct crd_metrics *metrics)
+{
+    for (size_t i = 0; i < services->n_tenants; i++) {
+        const struct tenant *tenant = &services->tenants[i];
+        if (tenant->fetcher == NULL) {
+            continue;
+        }
+        struct crd_fetcher_graph_status status;
+        crd_fetcher_graph_status(tenant->fetcher, &status);
+        crd_metrics_sample(metrics, "callrecd_graph_outage", "gauge",
+                           "1 while the circuit breaker holds fetching back (open or half-open).",
+                           "tenant", tenant->config->name,
+                           status.state == CRD_BREAKER_STATE_CLOSED ? 0 : 1);
+    }
 }
 
 static void add_sink_metrics(struct services *services, struct crd_metrics *metrics)
@@ -74,5 +90,6 @@ void services_add_metrics(void *context, struct crd_metrics *metrics)
 {
     struct services *services = context;
     add_fetcher_metrics(services, metrics);
+    add_outage_metrics(services, metrics);
     add_sink_metrics(services, metrics);
 }

@@ -7,9 +7,10 @@
  *
  * This file contains the option tables, applies each table to its section,
  * runs the checks across keys and defines crd_config_load(). conf_reader.c
- * reads the INI syntax, conf_values.c parses typed values, conf_secrets.c
- * reads the secret files and TLS material, and conf_diagnostics.c formats the
- * messages.
+ * reads the INI syntax, conf_values.c parses typed values, conf_tenants.c
+ * checks the tenants ([tenant NAME] sections, or the [graph] form),
+ * conf_secrets.c reads the secret files and TLS material, and
+ * conf_diagnostics.c formats the messages.
  *
  * Nothing here touches global state; the environment comes in through
  * struct crd_config_env (env == NULL means neither variable is set). Loading
@@ -86,24 +87,31 @@ _Static_assert(sizeof(enum crd_log_level) == sizeof(int), "enum size");
     .offset = offsetof(type, member), .size = sizeof(((type *)NULL)->member)
 #define CONF_CFG(member) CONF_FIELD(struct crd_config, member)
 #define CONF_SINK(member) CONF_FIELD(struct crd_config_sink, member)
+#define CONF_TENANT_MEMBER(member) CONF_FIELD(struct crd_config_tenant, member)
+/* In [graph] and [subscription]: the keys that move into [tenant NAME] sections. */
+#define CONF_MOVES_TO_TENANT (CONF_TENANT_FIELD | CONF_TENANT_KEY)
 #define CONF_NAMES(array) .names = (array), .n_names = ARRAY_SIZE(array)
 
 static const struct conf_option graph_options[] = {
-    {.name = "tenant", .type = CONF_TENANT, .flags = CONF_REQUIRED, CONF_CFG(graph.tenant),
+    {.name = "tenant", .type = CONF_TENANT, .flags = CONF_REQUIRED | CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(tenant),
      .description = "Directory (tenant) ID, or a verified domain of the tenant"},
-    {.name = "client_id", .type = CONF_GUID, .flags = CONF_REQUIRED, CONF_CFG(graph.client_id),
+    {.name = "client_id", .type = CONF_GUID, .flags = CONF_REQUIRED | CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(client_id),
      .description = "Application (client) ID of the app registration"},
-    {.name = "client_secret_file", .type = CONF_PATH, CONF_CFG(graph.client_secret_file),
+    {.name = "client_secret_file", .type = CONF_PATH, .flags = CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(client_secret_file),
      .description = "File holding the client secret; default $CREDENTIALS_DIRECTORY/client_secret"},
-    {.name = "client_certificate_file", .type = CONF_PATH,
-     CONF_CFG(graph.client_certificate_file),
+    {.name = "client_certificate_file", .type = CONF_PATH, .flags = CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(client_certificate_file),
      .description = "PEM certificate for certificate credentials, in place of a client secret; "
                     "default $CREDENTIALS_DIRECTORY/client_certificate"},
-    {.name = "client_key_file", .type = CONF_PATH, CONF_CFG(graph.client_key_file),
+    {.name = "client_key_file", .type = CONF_PATH, .flags = CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(client_key_file),
      .description = "PEM RSA private key of client_certificate_file; "
                     "default $CREDENTIALS_DIRECTORY/client_key"},
-    {.name = "assertion", .type = CONF_ENUM, .default_value = "ps256", CONF_CFG(graph.assertion),
-     CONF_NAMES(assertion_names),
+    {.name = "assertion", .type = CONF_ENUM, .flags = CONF_MOVES_TO_TENANT,
+     .default_value = "ps256", CONF_TENANT_MEMBER(assertion), CONF_NAMES(assertion_names),
      .description = "Client assertion signature: ps256 (x5t#S256) or rs256 (x5t)"},
     {.name = "cloud", .type = CONF_ENUM, .default_value = "global", CONF_CFG(graph.cloud),
      CONF_NAMES(cloud_names), .description = "National cloud, which picks the default URLs"},
@@ -160,8 +168,9 @@ static const struct conf_option listener_options[] = {
 };
 
 static const struct conf_option subscription_options[] = {
-    {.name = "resource", .type = CONF_HTTP_PATH, .default_value = "/communications/callRecords",
-     CONF_CFG(subscription.resource), .description = "Graph resource subscribed to"},
+    {.name = "resource", .type = CONF_HTTP_PATH, .flags = CONF_TENANT_FIELD,
+     .default_value = "/communications/callRecords", CONF_TENANT_MEMBER(resource),
+     .description = "Graph resource subscribed to, for every tenant"},
     {.name = "change_type", .type = CONF_CHANGE_TYPE, .default_value = "updated",
      CONF_CFG(subscription.change_type), .description = "created, updated, or both"},
     {.name = "lifetime", .type = CONF_DURATION, .flags = CONF_BARE_MINUTES,
@@ -179,10 +188,11 @@ static const struct conf_option subscription_options[] = {
     {.name = "backfill_margin", .type = CONF_DURATION, .default_value = "10min", .unit = "ms",
      CONF_CFG(subscription.backfill_margin_ms), .min = 0, .max = 24ULL * 60 * 60 * 1000,
      .description = "A backfill starts this long before the last notification or backfill"},
-    {.name = "participant_filter", .type = CONF_STRING,
-     CONF_CFG(subscription.participant_filter),
+    {.name = "participant_filter", .type = CONF_STRING, .flags = CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(participant_filter),
      .description = "Comma list of Entra object ids; only their calls are notified"},
-    {.name = "client_state_file", .type = CONF_PATH, CONF_CFG(subscription.client_state_file),
+    {.name = "client_state_file", .type = CONF_PATH, .flags = CONF_MOVES_TO_TENANT,
+     CONF_TENANT_MEMBER(client_state_file),
      .description = "File holding the clientState; default $CREDENTIALS_DIRECTORY/client_state, "
                     "else generated once and kept in the store"},
 };
@@ -278,6 +288,38 @@ static const struct conf_option sink_options[] = {
                     "sink catches up; 0: no bound"},
 };
 
+/* [tenant NAME]: the per-tenant keys of [graph] and [subscription], with the tenant as a GUID. */
+static const struct conf_option tenant_options[] = {
+    {.name = "tenant", .type = CONF_TENANT_ID, .flags = CONF_REQUIRED | CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(tenant), .description = "Directory (tenant) ID, a GUID"},
+    {.name = "client_id", .type = CONF_GUID, .flags = CONF_REQUIRED | CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(client_id),
+     .description = "Application (client) ID of the app registration"},
+    {.name = "client_secret_file", .type = CONF_PATH, .flags = CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(client_secret_file),
+     .description = "File holding the client secret; "
+                    "default $CREDENTIALS_DIRECTORY/client_secret.NAME"},
+    {.name = "client_certificate_file", .type = CONF_PATH, .flags = CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(client_certificate_file),
+     .description = "PEM certificate for certificate credentials, in place of a client secret; "
+                    "default $CREDENTIALS_DIRECTORY/client_certificate.NAME"},
+    {.name = "client_key_file", .type = CONF_PATH, .flags = CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(client_key_file),
+     .description = "PEM RSA private key of client_certificate_file; "
+                    "default $CREDENTIALS_DIRECTORY/client_key.NAME"},
+    {.name = "assertion", .type = CONF_ENUM, .flags = CONF_TENANT_FIELD, .default_value = "ps256",
+     CONF_TENANT_MEMBER(assertion), CONF_NAMES(assertion_names),
+     .description = "Client assertion signature: ps256 (x5t#S256) or rs256 (x5t)"},
+    {.name = "participant_filter", .type = CONF_STRING, .flags = CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(participant_filter),
+     .description = "Comma list of Entra object ids of this tenant; only their calls are notified"},
+    {.name = "client_state_file", .type = CONF_PATH, .flags = CONF_TENANT_FIELD,
+     CONF_TENANT_MEMBER(client_state_file),
+     .description = "File holding the clientState; default "
+                    "$CREDENTIALS_DIRECTORY/client_state.NAME, else generated once and kept in "
+                    "the store"},
+};
+
 const struct conf_section_def conf_section_defs[CONF_KIND__COUNT] = {
     [CONF_KIND_GRAPH] = {"graph", graph_options, ARRAY_SIZE(graph_options)},
     [CONF_KIND_LISTENER] = {"listener", listener_options, ARRAY_SIZE(listener_options)},
@@ -288,6 +330,7 @@ const struct conf_section_def conf_section_defs[CONF_KIND__COUNT] = {
     [CONF_KIND_RECONCILE] = {"reconcile", reconcile_options, ARRAY_SIZE(reconcile_options)},
     [CONF_KIND_LOG] = {"log", log_options, ARRAY_SIZE(log_options)},
     [CONF_KIND_SINK] = {"sink", sink_options, ARRAY_SIZE(sink_options)},
+    [CONF_KIND_TENANT] = {"tenant", tenant_options, ARRAY_SIZE(tenant_options)},
 };
 
 _Static_assert(ARRAY_SIZE(graph_options) <= CONF_MAX_OPTIONS, "graph table");
@@ -298,6 +341,7 @@ _Static_assert(ARRAY_SIZE(fetch_options) <= CONF_MAX_OPTIONS, "fetch table");
 _Static_assert(ARRAY_SIZE(reconcile_options) <= CONF_MAX_OPTIONS, "reconcile table");
 _Static_assert(ARRAY_SIZE(log_options) <= CONF_MAX_OPTIONS, "log table");
 _Static_assert(ARRAY_SIZE(sink_options) <= CONF_MAX_OPTIONS, "sink table");
+_Static_assert(ARRAY_SIZE(tenant_options) <= CONF_MAX_OPTIONS, "tenant table");
 
 /* ------------------------------------------------------------------------ */
 /* Applying the option tables                                               */
@@ -373,10 +417,12 @@ static void apply_entry(struct loader *ld, struct conf_section *s, void *base,
     conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, e->line, s->label, e->key, e->value, "%s", p.text);
 }
 
-static const char *required_example(const struct conf_option *opt)
+static const char *required_example(const struct conf_section *s, const struct conf_option *opt)
 {
     if (strcmp(opt->name, "tenant") == 0) {
-        return "tenant = contoso.onmicrosoft.com (or the Directory (tenant) ID)";
+        return s->kind == CONF_KIND_TENANT
+                   ? "tenant = <Directory (tenant) ID, a GUID>"
+                   : "tenant = contoso.onmicrosoft.com (or the Directory (tenant) ID)";
     }
     if (strcmp(opt->name, "client_id") == 0) {
         return "client_id = <Application (client) ID of the app registration>";
@@ -390,11 +436,21 @@ static const char *required_example(const struct conf_option *opt)
     return opt->name;
 }
 
+/* True for a key of [tenant NAME] in [graph] or [subscription] of a file that has such sections. */
+static bool is_moved_tenant_key(const struct loader *ld, const struct conf_section *s,
+                                const struct conf_option *opt)
+{
+    return (opt->flags & CONF_TENANT_KEY) != 0 && s->kind != CONF_KIND_TENANT &&
+           ld->n_tenant_sections > 0;
+}
+
 /*
  * Applies one section's table: parses each entry, then fills defaults and
- * reports missing required keys. base is the config, or the sink.
+ * reports missing required keys. base is the config, the sink or the tenant;
+ * options flagged CONF_TENANT_FIELD are stored into tenant_base instead.
  */
-static void apply_section(struct loader *ld, struct conf_section *s, void *base)
+static void apply_section(struct loader *ld, struct conf_section *s, void *base,
+                          void *tenant_base)
 {
     enum conf_kind kind = s->kind;
     int sink_type = -1;
@@ -438,23 +494,30 @@ static void apply_section(struct loader *ld, struct conf_section *s, void *base)
                 e->key, owner, sink_type_names[sink_type]);
             continue;
         }
-        apply_entry(ld, s, base, e, opt, index);
+        if (is_moved_tenant_key(ld, s, opt)) {
+            s->status[index] = CONF_INVALID;
+            conf_report_tenant_key(ld, s, e);
+            continue;
+        }
+        void *target = (opt->flags & CONF_TENANT_FIELD) != 0 ? tenant_base : base;
+        apply_entry(ld, s, target, e, opt, index);
     }
 
     for (size_t i = 0; i < conf_section_defs[kind].n_options; i++) {
         const struct conf_option *opt = &conf_section_defs[kind].options[i];
-        if (s->status[i] != CONF_UNSET) {
+        void *target = (opt->flags & CONF_TENANT_FIELD) != 0 ? tenant_base : base;
+        if (s->status[i] != CONF_UNSET || is_moved_tenant_key(ld, s, opt)) {
             continue;
         }
         if ((opt->flags & CONF_REQUIRED) && s->line == 0) {
             conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, 0, s->label, opt->name, NULL,
                           "required key is missing; add a [%s] section with %s", s->label,
-                          required_example(opt));
+                          required_example(s, opt));
             continue;
         }
         if (opt->flags & CONF_REQUIRED) {
             conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, s->line, s->label, opt->name, NULL,
-                          "required key is missing; add %s", required_example(opt));
+                          "required key is missing; add %s", required_example(s, opt));
             continue;
         }
         if (opt->default_value == NULL) {
@@ -464,7 +527,7 @@ static void apply_section(struct loader *ld, struct conf_section *s, void *base)
             continue;
         }
         struct conf_problem p = {{0}};
-        if (conf_parse_option(ld, opt, opt->default_value, base, &p) == -EINVAL) {
+        if (conf_parse_option(ld, opt, opt->default_value, target, &p) == -EINVAL) {
             conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, 0, s->label, opt->name, opt->default_value,
                           "internal error: the built-in default is invalid: %s", p.text);
         }
@@ -474,7 +537,7 @@ static void apply_section(struct loader *ld, struct conf_section *s, void *base)
 /* ------------------------------------------------------------------------ */
 /* Checks across keys                                                       */
 
-static void validate_graph(struct loader *ld, bool load_secrets)
+static void validate_graph(struct loader *ld)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_GRAPH);
     struct crd_config *config = ld->config;
@@ -515,10 +578,6 @@ static void validate_graph(struct loader *ld, bool load_secrets)
             close(fd);
         }
     }
-
-    if (load_secrets) {
-        conf_load_client_secret(ld);
-    }
 }
 
 static void validate_listener(struct loader *ld, bool load_secrets)
@@ -553,78 +612,7 @@ static void validate_listener(struct loader *ld, bool load_secrets)
     }
 }
 
-/*
- * Turns participant_filter into the filtered resource Graph documents for
- * call records: participants/any(p:p/id eq 'A' or p/id eq 'B').
- */
-static void validate_participant_filter(struct loader *ld, struct conf_section *s)
-{
-    struct crd_config *config = ld->config;
-    const char *list = config->subscription.participant_filter;
-    const char *filter_value = conf_key_value(s, "participant_filter");
-    unsigned filter_line = conf_key_line(s, "participant_filter");
-    if (conf_option_set(s, "resource") &&
-        strcmp(config->subscription.resource, "/communications/callRecords") != 0) {
-        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
-                      filter_value, "cannot be combined with resource '%s'; remove one of the "
-                      "two keys", config->subscription.resource);
-        return;
-    }
-
-    char resource[4096];
-    size_t used = (size_t)snprintf(resource, sizeof(resource),
-                                   "/communications/callRecords?$filter=participants/any(p:");
-    size_t n_ids = 0;
-    for (const char *p = list; *p != '\0';) {
-        size_t len = strcspn(p, ",");
-        const char *start = p;
-        size_t id_len = len;
-        while (id_len > 0 && (*start == ' ' || *start == '\t')) {
-            start++;
-            id_len--;
-        }
-        while (id_len > 0 && (start[id_len - 1] == ' ' || start[id_len - 1] == '\t')) {
-            id_len--;
-        }
-        if (!crd_guid_is_valid(start, id_len)) {
-            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
-                          filter_value, "'%.*s' is not an Entra object id (a GUID); list the "
-                          "users' object ids separated by commas", (int)(id_len < 60 ? id_len : 60),
-                          start);
-            return;
-        }
-        used += (size_t)snprintf(resource + used, sizeof(resource) - used, "%sp/id eq '%.*s'",
-                                 n_ids > 0 ? " or " : "", (int)id_len, start);
-        if (used >= sizeof(resource) - 2) {
-            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
-                          filter_value, "too many ids for one subscription; split them across "
-                          "instances");
-            return;
-        }
-        n_ids++;
-        p += len;
-        if (*p == ',') {
-            p++;
-        }
-    }
-    if (n_ids == 0) {
-        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
-                      filter_value, "lists no ids; remove the key or list object ids");
-        return;
-    }
-    snprintf(resource + used, sizeof(resource) - used, ")");
-
-    char *copy = strdup(resource);
-    if (copy == NULL) {
-        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, filter_line, s->label, "participant_filter",
-                      filter_value, "out of memory");
-        return;
-    }
-    free(config->subscription.resource);
-    config->subscription.resource = copy;
-}
-
-static void validate_subscription(struct loader *ld, bool load_secrets)
+static void validate_subscription(struct loader *ld)
 {
     struct conf_section *s = conf_fixed_section(ld, CONF_KIND_SUBSCRIPTION);
     struct crd_config *config = ld->config;
@@ -648,13 +636,6 @@ static void validate_subscription(struct loader *ld, bool load_secrets)
                       "lifetime", conf_key_value(s, "lifetime"),
                       "Graph raises expiries under 45 minutes to 45; short lifetimes are for "
                       "testing with an emulator");
-    }
-    if (config->subscription.participant_filter != NULL) {
-        validate_participant_filter(ld, s);
-    }
-
-    if (load_secrets) {
-        conf_load_client_state(ld);
     }
 }
 
@@ -828,22 +809,31 @@ int crd_config_load(const char *path, const struct crd_config_env *env,
     if (r < 0) {
         goto out;
     }
-    if (setup_sinks(&ld) < 0) {
+    if (setup_sinks(&ld) < 0 || conf_setup_tenants(&ld) < 0) {
         r = -ENOMEM;
         goto out;
     }
 
+    /* Without [tenant NAME] sections, [graph] and [subscription] describe tenants[0]. */
+    void *fixed_tenant = ld.n_tenant_sections == 0 ? (void *)&ld.config->tenants[0]
+                                                   : (void *)&ld.shared_tenant;
     for (size_t i = 0; i < ld.n_sections; i++) {
         struct conf_section *s = &ld.sections[i];
-        void *base = s->kind == CONF_KIND_SINK ? (void *)&ld.config->sinks[s->sink_index]
-                                               : (void *)ld.config;
-        apply_section(&ld, s, base);
+        if (s->kind == CONF_KIND_SINK) {
+            apply_section(&ld, s, &ld.config->sinks[s->sink_index], NULL);
+        } else if (s->kind == CONF_KIND_TENANT) {
+            struct crd_config_tenant *tenant = &ld.config->tenants[s->tenant_index];
+            apply_section(&ld, s, tenant, tenant);
+        } else {
+            apply_section(&ld, s, ld.config, fixed_tenant);
+        }
     }
 
     bool skip_secrets = env != NULL && env->skip_secrets;
-    validate_graph(&ld, !skip_secrets);
+    validate_graph(&ld);
     validate_listener(&ld, !skip_secrets);
-    validate_subscription(&ld, !skip_secrets);
+    validate_subscription(&ld);
+    conf_validate_tenants(&ld, !skip_secrets);
     validate_fetch(&ld);
     validate_store(&ld);
     validate_sinks(&ld);
@@ -861,6 +851,7 @@ out:
         ld.config = NULL;
     }
     crd_config_free(ld.config);
+    conf_tenant_clear(&ld.shared_tenant);
     for (size_t i = 0; i < ld.n_sections; i++) {
         conf_section_free(&ld.sections[i]);
     }
@@ -876,14 +867,6 @@ void crd_config_free(struct crd_config *config)
     }
     free(config->path);
 
-    free(config->graph.tenant);
-    free(config->graph.client_id);
-    free(config->graph.client_secret_file);
-    crd_secret_free(config->graph.client_secret);
-    free(config->graph.client_certificate_file);
-    free(config->graph.client_certificate);
-    free(config->graph.client_key_file);
-    crd_secret_free(config->graph.client_key);
     free(config->graph.login_url);
     free(config->graph.graph_url);
     free(config->graph.ca_file);
@@ -898,13 +881,14 @@ void crd_config_free(struct crd_config *config)
     free(config->listener.lifecycle_path);
     free(config->listener.public_url);
 
-    free(config->subscription.resource);
     free(config->subscription.change_type);
-    free(config->subscription.participant_filter);
-    free(config->subscription.client_state_file);
-    crd_secret_free(config->subscription.client_state);
 
     free(config->store.state_directory);
+
+    for (size_t i = 0; i < config->n_tenants; i++) {
+        conf_tenant_clear(&config->tenants[i]);
+    }
+    free(config->tenants);
 
     for (size_t i = 0; i < config->n_sinks; i++) {
         free(config->sinks[i].name);

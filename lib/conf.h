@@ -61,19 +61,30 @@ struct crd_config_sink {
     unsigned line;         /* line of the section header, for messages */
 };
 
+/* One tenant callrecd serves: a [tenant NAME] section, or the [graph] credentials. */
+struct crd_config_tenant {
+    char *name;                       /* from "[tenant NAME]"; "default" for the [graph] form */
+    char *tenant;                     /* GUID; in the [graph] form also a domain name */
+    char *client_id;                  /* GUID */
+    char *client_secret_file;         /* NULL when the secret came from $CREDENTIALS_DIRECTORY */
+    struct crd_secret *client_secret; /* NULL only when a client certificate is used */
+    char *client_certificate_file;    /* NULL when from $CREDENTIALS_DIRECTORY or unused */
+    char *client_certificate;         /* PEM; non-NULL selects certificate credentials */
+    char *client_key_file;            /* NULL when from $CREDENTIALS_DIRECTORY or unused */
+    struct crd_secret *client_key;    /* PEM private key of client_certificate */
+    enum crd_assertion_algorithm assertion;
+    char *participant_filter;         /* comma list of Entra object ids; NULL: none */
+    char *resource;                   /* the subscription resource, built from participant_filter */
+    char *client_state_file;          /* NULL: from $CREDENTIALS_DIRECTORY or the store */
+    struct crd_secret *client_state;  /* NULL: generated once and kept in the store */
+    char *setting_prefix;             /* store keys: "" for the [graph] form, "tenant.NAME." otherwise */
+    unsigned line;                    /* line of the section header; 0 for the [graph] form */
+};
+
 struct crd_config {
     char *path;  /* the file this was loaded from */
 
     struct {
-        char *tenant;                     /* GUID or domain name */
-        char *client_id;                  /* GUID */
-        char *client_secret_file;         /* NULL when the secret came from $CREDENTIALS_DIRECTORY */
-        struct crd_secret *client_secret; /* NULL only when a client certificate is used */
-        char *client_certificate_file;    /* NULL when from $CREDENTIALS_DIRECTORY or unused */
-        char *client_certificate;         /* PEM; non-NULL selects certificate credentials */
-        char *client_key_file;            /* NULL when from $CREDENTIALS_DIRECTORY or unused */
-        struct crd_secret *client_key;    /* PEM private key of client_certificate */
-        enum crd_assertion_algorithm assertion;
         enum crd_cloud cloud;
         char *login_url;                  /* cloud default unless overridden, no trailing slash */
         char *graph_url;                  /* cloud default unless overridden, no trailing slash */
@@ -103,15 +114,11 @@ struct crd_config {
     } listener;
 
     struct {
-        char *resource;                   /* built from participant_filter when that is set */
         char *change_type;
         uint64_t lifetime_ms;             /* 10 s to 4230 min */
         uint64_t renew_before_ms;         /* default: a quarter of lifetime_ms */
         uint64_t check_interval_ms;       /* how often the subscription's existence is checked */
         uint64_t backfill_margin_ms;      /* a backfill starts this long before its watermark */
-        char *participant_filter;         /* comma list of Entra object ids; NULL: none */
-        char *client_state_file;          /* NULL: from $CREDENTIALS_DIRECTORY or the store */
-        struct crd_secret *client_state;  /* NULL: generated once and kept in the store */
     } subscription;
 
     struct {
@@ -143,6 +150,14 @@ struct crd_config {
         enum crd_log_level level;
         unsigned debug_mask;              /* 1 << enum crd_log_subsystem */
     } log;
+
+    /*
+     * The tenants, in file order: one per [tenant NAME] section, or the one
+     * that [graph] and [subscription] describe when the file has no such
+     * section. At least one after a successful load.
+     */
+    struct crd_config_tenant *tenants;
+    size_t n_tenants;
 
     struct crd_config_sink *sinks;
     size_t n_sinks;
@@ -178,9 +193,9 @@ struct crd_config_env {
     const char *credentials_directory;
     const char *state_directory;
     /*
-     * Leaves the secrets, the clientState and the TLS material unread and
-     * their fields NULL, for tools such as callrecctl that only need the
-     * state directory and the sinks.
+     * Leaves every tenant's secrets and clientState, and the TLS material,
+     * unread and their fields NULL, for tools such as callrecctl that only
+     * need the state directory and the sinks.
      */
     bool skip_secrets;
 };

@@ -30,6 +30,7 @@ enum conf_type {
     CONF_URL,          /* https, or http to a loopback host; no query; trailing '/' dropped */
     CONF_PROXY_URL,    /* http, https, socks4, socks4a, socks5 or socks5h */
     CONF_TENANT,       /* GUID or DNS domain name, stored in lower case */
+    CONF_TENANT_ID,    /* GUID only, stored in lower case: tenant in [tenant NAME] */
     CONF_GUID,         /* 8-4-4-4-12 hexadecimal, stored in lower case */
     CONF_BOOL,         /* on/off, true/false, yes/no, 1/0 */
     CONF_UNSIGNED,     /* decimal, min..max */
@@ -48,6 +49,16 @@ enum conf_type {
 #define CONF_REQUIRED (1u << 0)
 /* CONF_DURATION: a number without a unit is in minutes, not seconds (older minute-only keys). */
 #define CONF_BARE_MINUTES (1u << 1)
+/*
+ * The member is in struct crd_config_tenant. In [graph] and [subscription] it
+ * is stored into tenants[0] when the file has no [tenant NAME] section.
+ */
+#define CONF_TENANT_FIELD (1u << 2)
+/*
+ * A key of [tenant NAME] sections. Once the file has such a section, the key
+ * is an error in [graph] and [subscription], which no longer describe a tenant.
+ */
+#define CONF_TENANT_KEY (1u << 3)
 
 struct conf_option {
     const char *name;
@@ -55,7 +66,7 @@ struct conf_option {
     unsigned flags;
     const char *default_value;  /* as written in the file; NULL: none, or computed later */
     const char *unit;           /* for documentation and numeric suffixes */
-    size_t offset;              /* into struct crd_config, or struct crd_config_sink */
+    size_t offset;              /* into struct crd_config, crd_config_sink or crd_config_tenant */
     size_t size;                /* of that member */
     uint64_t min;
     uint64_t max;
@@ -74,6 +85,7 @@ enum conf_kind {
     CONF_KIND_RECONCILE,
     CONF_KIND_LOG,
     CONF_KIND_SINK,
+    CONF_KIND_TENANT,
     CONF_KIND__COUNT
 };
 
@@ -104,9 +116,10 @@ enum conf_status {
 
 struct conf_section {
     enum conf_kind kind;
-    char *label;          /* "graph" or "sink NAME", as messages show it */
+    char *label;          /* "graph", "sink NAME" or "tenant NAME", as messages show it */
     unsigned line;        /* of the header; 0 when the section is not in the file */
     size_t sink_index;    /* CONF_KIND_SINK: index into config->sinks */
+    size_t tenant_index;  /* CONF_KIND_TENANT: index into config->tenants */
     struct conf_entry *entries;
     size_t n_entries;
     unsigned char status[CONF_MAX_OPTIONS];  /* enum conf_status per option */
@@ -122,8 +135,16 @@ struct loader {
     size_t n_errors;     /* errors added by this load */
     bool oom;
 
-    struct conf_section *sections;  /* fixed kinds at index == kind, then sinks in file order */
+    struct conf_section *sections;  /* fixed kinds at index == kind, then sinks and tenants */
     size_t n_sections;
+
+    size_t n_tenant_sections;       /* 0: the [graph] form, with one tenant */
+    unsigned first_tenant_line;     /* header of the first [tenant NAME] section */
+    /*
+     * With [tenant NAME] sections: the tenant fields that [subscription] sets
+     * for all of them (only resource), copied into each tenant.
+     */
+    struct crd_config_tenant shared_tenant;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -174,9 +195,22 @@ const char *conf_key_value(const struct conf_section *s, const char *key);
 bool conf_option_set(const struct conf_section *s, const char *key);
 bool conf_option_invalid(const struct conf_section *s, const char *key);
 
-/* conf_secrets.c: secret files and TLS material, read into ld->config */
-void conf_load_client_secret(struct loader *ld);
-void conf_load_client_state(struct loader *ld);
+/*
+ * conf_secrets.c: secret files and TLS material, read into ld->config. s is
+ * the section whose keys name the files, and credential_suffix is appended
+ * to the names in $CREDENTIALS_DIRECTORY ("" or ".NAME").
+ */
+void conf_load_client_secret(struct loader *ld, const struct conf_section *s,
+                             struct crd_config_tenant *tenant, const char *credential_suffix);
+void conf_load_client_state(struct loader *ld, const struct conf_section *s,
+                            struct crd_config_tenant *tenant, const char *credential_suffix);
 void conf_load_tls(struct loader *ld);
+
+/* conf_tenants.c */
+int conf_setup_tenants(struct loader *ld);
+void conf_report_tenant_key(struct loader *ld, const struct conf_section *s,
+                            const struct conf_entry *e);
+void conf_validate_tenants(struct loader *ld, bool load_secrets);
+void conf_tenant_clear(struct crd_config_tenant *tenant);
 
 #endif

@@ -21,7 +21,8 @@
 
 /* The whole file, so that a runaway file (a log named by mistake) is refused. */
 #define CONF_MAX_FILE_SIZE (1024 * 1024)
-#define CONF_SINK_NAME_MAX 64
+/* NAME in [sink NAME] and [tenant NAME]. */
+#define CONF_SECTION_NAME_MAX 64
 
 /* ------------------------------------------------------------------------ */
 /* Small string helpers                                                     */
@@ -195,10 +196,10 @@ const struct conf_entry *conf_find_entry(const struct conf_section *s, const cha
     return NULL;
 }
 
-static bool is_valid_sink_name(const char *name)
+static bool is_valid_section_name(const char *name)
 {
     size_t len = strlen(name);
-    if (len == 0 || len > CONF_SINK_NAME_MAX) {
+    if (len == 0 || len > CONF_SECTION_NAME_MAX) {
         return false;
     }
     for (size_t i = 0; i < len; i++) {
@@ -228,11 +229,55 @@ const char *conf_section_owning_key(const char *key)
     for (size_t k = 0; k < CONF_KIND__COUNT; k++) {
         for (size_t i = 0; i < conf_section_defs[k].n_options; i++) {
             if (strcmp(conf_section_defs[k].options[i].name, key) == 0) {
-                return k == CONF_KIND_SINK ? "sink NAME" : conf_section_defs[k].name;
+                if (k == CONF_KIND_SINK || k == CONF_KIND_TENANT) {
+                    return k == CONF_KIND_SINK ? "sink NAME" : "tenant NAME";
+                }
+                return conf_section_defs[k].name;
             }
         }
     }
     return NULL;
+}
+
+/* Returned for a header whose section's keys are to be skipped. */
+#define CONF_SKIP SIZE_MAX
+
+/*
+ * Handles "[tenant NAME]". A duplicate name is reported but still gets a
+ * section of its own, so that its keys are checked too.
+ */
+static size_t read_tenant_header(struct loader *ld, const char *argument, unsigned number)
+{
+    if (*argument == '\0') {
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, number, "tenant", NULL, NULL,
+                      "a tenant section needs a name; write it as [tenant NAME], e.g. "
+                      "[tenant contoso]");
+        return CONF_SKIP;
+    }
+    if (!is_valid_section_name(argument)) {
+        /* Not shown, as for sinks: whatever sits in brackets might be anything. */
+        conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, number, "tenant", NULL, NULL,
+                      "invalid tenant name; use 1 to %d letters, digits, '_' or '-', e.g. "
+                      "[tenant contoso]",
+                      CONF_SECTION_NAME_MAX);
+        return CONF_SKIP;
+    }
+    char label[CONF_SECTION_NAME_MAX + 16];
+    snprintf(label, sizeof(label), "tenant %s", argument);
+    for (size_t i = 0; i < ld->n_sections; i++) {
+        if (ld->sections[i].kind == CONF_KIND_TENANT &&
+            strcmp(ld->sections[i].label, label) == 0) {
+            conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, number, label, NULL, NULL,
+                          "duplicate tenant name; [%s] is already on line %u; give each tenant "
+                          "its own name",
+                          label, ld->sections[i].line);
+            break;
+        }
+    }
+    if (conf_add_section(ld, CONF_KIND_TENANT, label, number) == NULL) {
+        return CONF_SKIP;
+    }
+    return ld->n_sections - 1;
 }
 
 /*
@@ -240,8 +285,6 @@ const char *conf_section_owning_key(const char *key)
  * or CONF_SKIP when they are to be skipped (an unknown or malformed header,
  * already reported). An index, as adding a section moves them all.
  */
-#define CONF_SKIP SIZE_MAX
-
 static size_t read_header(struct loader *ld, char *line, unsigned number)
 {
     char *close = strchr(line, ']');
@@ -286,13 +329,13 @@ static size_t read_header(struct loader *ld, char *line, unsigned number)
                 "a sink section needs a name; write it as [sink NAME], e.g. [sink archive]");
             return CONF_SKIP;
         }
-        char label[CONF_SINK_NAME_MAX + 16];
-        if (!is_valid_sink_name(argument)) {
+        char label[CONF_SECTION_NAME_MAX + 16];
+        if (!is_valid_section_name(argument)) {
             /* Not shown: whatever sits in brackets might be anything. */
             conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, number, "sink", NULL, NULL,
                           "invalid sink name; use 1 to %d letters, digits, '_' or '-', e.g. "
                           "[sink archive]",
-                          CONF_SINK_NAME_MAX);
+                          CONF_SECTION_NAME_MAX);
             return CONF_SKIP;
         }
         snprintf(label, sizeof(label), "sink %s", argument);
@@ -311,6 +354,10 @@ static size_t read_header(struct loader *ld, char *line, unsigned number)
             return CONF_SKIP;
         }
         return ld->n_sections - 1;
+    }
+
+    if (strcmp(name, "tenant") == 0) {
+        return read_tenant_header(ld, argument, number);
     }
 
     for (size_t k = 0; k < CONF_KIND_SINK; k++) {
@@ -338,13 +385,18 @@ static size_t read_header(struct loader *ld, char *line, unsigned number)
     }
     const char *guess = conf_closest(name, names, CONF_KIND__COUNT);
     if (guess != NULL) {
+        const char *shown = guess;
+        if (strcmp(guess, "sink") == 0) {
+            shown = "sink NAME";
+        } else if (strcmp(guess, "tenant") == 0) {
+            shown = "tenant NAME";
+        }
         conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, number, name, NULL, NULL,
-                      "unknown section; did you mean [%s]?",
-                      strcmp(guess, "sink") == 0 ? "sink NAME" : guess);
+                      "unknown section; did you mean [%s]?", shown);
     } else {
         conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, number, name, NULL, NULL,
                       "unknown section; the sections are [graph], [listener], [subscription], "
-                      "[store], [fetch], [log] and [sink NAME]");
+                      "[store], [fetch], [reconcile], [log], [sink NAME] and [tenant NAME]");
     }
     return CONF_SKIP;
 }

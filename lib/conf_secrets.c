@@ -134,30 +134,50 @@ static struct crd_secret *read_secret(struct loader *ld, const struct conf_secti
 
 static int read_text_file(const char *path, size_t max, char **ret_text, const char **ret_why);
 
+/* The name of a credential in $CREDENTIALS_DIRECTORY: "client_secret", or "client_secret.NAME". */
+static char *credential_name(struct loader *ld, const char *base, const char *suffix)
+{
+    char *name = NULL;
+    if (asprintf(&name, "%s%s", base, suffix) < 0) {
+        ld->oom = true;
+        return NULL;
+    }
+    return name;
+}
+
 /*
  * Loads certificate credentials when they are configured: client_certificate_file
  * (or the credential 'client_certificate' while client_secret_file is unset) and
  * its key. Returns true when certificate credentials are in use, or were meant
  * to be, so that no client secret is required.
  */
-static bool load_client_certificate(struct loader *ld, struct conf_section *s)
+static bool load_client_certificate(struct loader *ld, const struct conf_section *s,
+                                    struct crd_config_tenant *tenant,
+                                    const char *credential_suffix)
 {
-    struct crd_config *config = ld->config;
     if (conf_option_invalid(s, "client_certificate_file") ||
         conf_option_invalid(s, "client_key_file")) {
         return true;
     }
 
+    char *cert_credential = credential_name(ld, "client_certificate", credential_suffix);
+    char *key_credential = credential_name(ld, "client_key", credential_suffix);
+    if (cert_credential == NULL || key_credential == NULL) {
+        free(cert_credential);
+        free(key_credential);
+        return true;
+    }
+
     /* An explicit client_secret_file wins over a 'client_certificate' credential. */
     char *cert_path = NULL;
-    if ((config->graph.client_certificate_file != NULL ||
-         config->graph.client_secret_file == NULL) &&
-        locate_credential(ld, config->graph.client_certificate_file, "client_certificate",
-                          &cert_path) <= 0) {
+    if ((tenant->client_certificate_file != NULL || tenant->client_secret_file == NULL) &&
+        locate_credential(ld, tenant->client_certificate_file, cert_credential, &cert_path) <= 0) {
         cert_path = NULL;
     }
+    free(cert_credential);
     if (cert_path == NULL) {
-        if (config->graph.client_key_file != NULL) {
+        free(key_credential);
+        if (tenant->client_key_file != NULL) {
             conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_key_file"), s->label,
                           "client_key_file", conf_key_value(s, "client_key_file"),
                           "a client key without a certificate; set client_certificate_file too, "
@@ -165,12 +185,13 @@ static bool load_client_certificate(struct loader *ld, struct conf_section *s)
         }
         return false;
     }
-    if (config->graph.client_secret_file != NULL) {
+    if (tenant->client_secret_file != NULL) {
         conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_secret_file"), s->label,
                       "client_secret_file", conf_key_value(s, "client_secret_file"),
                       "both a client secret and a client certificate are set; keep one of "
                       "client_secret_file and client_certificate_file");
         free(cert_path);
+        free(key_credential);
         return true;
     }
 
@@ -182,26 +203,28 @@ static bool load_client_certificate(struct loader *ld, struct conf_section *s)
                       conf_key_value(s, "client_certificate_file"),
                       "cannot read the client certificate '%s': %s", cert_path, why);
         free(cert_path);
+        free(key_credential);
         return true;
     }
 
     char *key_path = NULL;
-    int r = locate_credential(ld, config->graph.client_key_file, "client_key", &key_path);
+    int r = locate_credential(ld, tenant->client_key_file, key_credential, &key_path);
     if (r == 0) {
-        char *note = credentials_note(ld, "client_key");
+        char *note = credentials_note(ld, key_credential);
         conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_certificate_file"),
                       s->label, "client_key_file", NULL,
                       "no private key for the client certificate%s; set client_key_file = "
                       "/etc/callrecd/client.key (mode 0600), or pass the credential "
-                      "'client_key' with systemd", note != NULL ? note : "");
+                      "'%s' with systemd", note != NULL ? note : "", key_credential);
         free(note);
     }
+    free(key_credential);
     struct crd_secret *key = r > 0 ? read_secret(ld, s, "client_key_file", key_path, false) : NULL;
 
     if (key != NULL) {
         struct crd_assertion_signer *signer = NULL;
         struct crd_error err = {0};
-        if (crd_assertion_signer_new(text, key, config->graph.assertion, &signer, &err) < 0) {
+        if (crd_assertion_signer_new(text, key, tenant->assertion, &signer, &err) < 0) {
             conf_add_diag(ld, CRD_DIAGNOSTIC_ERROR, conf_key_line(s, "client_certificate_file"),
                           s->label, "client_certificate_file",
                           conf_key_value(s, "client_certificate_file"), "'%s' with '%s': %s",
@@ -209,41 +232,44 @@ static bool load_client_certificate(struct loader *ld, struct conf_section *s)
         }
         crd_assertion_signer_free(signer);
     }
-    config->graph.client_certificate = text;
-    config->graph.client_key = key;
+    tenant->client_certificate = text;
+    tenant->client_key = key;
     free(key_path);
     free(cert_path);
     return true;
 }
 
-void conf_load_client_secret(struct loader *ld)
+void conf_load_client_secret(struct loader *ld, const struct conf_section *s,
+                             struct crd_config_tenant *tenant, const char *credential_suffix)
 {
-    struct conf_section *s = conf_fixed_section(ld, CONF_KIND_GRAPH);
-    struct crd_config *config = ld->config;
-    if (load_client_certificate(ld, s)) {
+    if (load_client_certificate(ld, s, tenant, credential_suffix)) {
         return;
     }
     if (conf_option_invalid(s, "client_secret_file")) {
         return;
     }
 
-    char *path = NULL;
-    int r = locate_credential(ld, config->graph.client_secret_file, "client_secret", &path);
-    if (r < 0) {
+    char *credential = credential_name(ld, "client_secret", credential_suffix);
+    if (credential == NULL) {
         return;
     }
+    char *path = NULL;
+    int r = locate_credential(ld, tenant->client_secret_file, credential, &path);
     if (r == 0) {
-        char *note = credentials_note(ld, "client_secret");
+        char *note = credentials_note(ld, credential);
         if (note != NULL) {
             conf_add_diag(
                 ld, CRD_DIAGNOSTIC_ERROR, s->line, s->label, "client_secret_file", NULL,
-                "no client secret%s; set client_secret_file = /etc/callrecd/client_secret "
-                "(mode 0600), or pass the credential 'client_secret' with systemd "
-                "(LoadCredential=client_secret:/etc/callrecd/client_secret), or use a "
+                "no client secret%s; set client_secret_file = /etc/callrecd/%s "
+                "(mode 0600), or pass the credential '%s' with systemd "
+                "(LoadCredential=%s:/etc/callrecd/%s), or use a "
                 "certificate with client_certificate_file and client_key_file",
-                note);
+                note, credential, credential, credential, credential);
         }
         free(note);
+    }
+    free(credential);
+    if (r <= 0) {
         return;
     }
 
@@ -267,20 +293,24 @@ void conf_load_client_secret(struct loader *ld)
             secret = NULL;
         }
     }
-    config->graph.client_secret = secret;
+    tenant->client_secret = secret;
     free(path);
 }
 
-void conf_load_client_state(struct loader *ld)
+void conf_load_client_state(struct loader *ld, const struct conf_section *s,
+                            struct crd_config_tenant *tenant, const char *credential_suffix)
 {
-    struct conf_section *s = conf_fixed_section(ld, CONF_KIND_SUBSCRIPTION);
-    struct crd_config *config = ld->config;
     if (conf_option_invalid(s, "client_state_file")) {
         return;
     }
 
+    char *credential = credential_name(ld, "client_state", credential_suffix);
+    if (credential == NULL) {
+        return;
+    }
     char *path = NULL;
-    int r = locate_credential(ld, config->subscription.client_state_file, "client_state", &path);
+    int r = locate_credential(ld, tenant->client_state_file, credential, &path);
+    free(credential);
     if (r <= 0) {
         return;  /* none: the daemon generates one and keeps it in the store */
     }
@@ -300,7 +330,7 @@ void conf_load_client_state(struct loader *ld)
             secret = NULL;
         }
     }
-    config->subscription.client_state = secret;
+    tenant->client_state = secret;
     free(path);
 }
 

@@ -628,6 +628,22 @@ int conf_parse_option(struct loader *ld, const struct conf_option *opt, const ch
         return r;
     }
 
+    case CONF_TENANT_ID: {
+        /* Notifications carry the tenant's directory id, the only name a section can match. */
+        if (!crd_guid_is_valid(value, len)) {
+            return fail(p, "%s; a [tenant NAME] section needs the Directory (tenant) ID, a GUID, "
+                           "because notifications name the tenant by its directory id; copy it "
+                           "from the tenant's overview in the Microsoft Entra admin center, e.g. "
+                           "'00000000-0000-0000-0000-000000000000'",
+                        is_domain_name(value) ? "a domain name" : "not a GUID");
+        }
+        int r = store_string(ld, opt, base, value, len);
+        if (r == 0) {
+            conf_lowercase(*(char **)(void *)((char *)base + opt->offset));
+        }
+        return r;
+    }
+
     case CONF_GUID: {
         if (!crd_guid_is_valid(value, len)) {
             return fail(p, "not a GUID; copy the Application (client) ID from the app "

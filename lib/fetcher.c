@@ -452,8 +452,8 @@ static void *worker_main(void *argument)
         }
         struct crd_job job;
         int64_t next_due_ms = 0;
-        int r = crd_store_claim_job(fetcher->options.store, crd_time_now_ms(), &job, &next_due_ms,
-                                    &err);
+        int r = crd_store_claim_tenant_job(fetcher->options.store, fetcher->options.tenant_id,
+                                           crd_time_now_ms(), &job, &next_due_ms, &err);
         if (r < 0 && probe) {
             release_probe(fetcher);
         }

@@ -28,6 +28,12 @@ struct crd_fetcher;
 struct crd_fetcher_options {
     struct crd_store *store;                 /* borrowed */
     struct crd_graph *graph;                 /* borrowed */
+    /*
+     * The tenant whose jobs these workers claim (borrowed), or NULL for
+     * every tenant's. With several tenants each has its own fetcher, Graph
+     * client and breaker, so one tenant's outage does not stop the others.
+     */
+    const char *tenant_id;
     unsigned workers;
     const char *const *sink_names;           /* borrowed; one outbox row per sink and version */
     size_t n_sinks;

@@ -248,6 +248,10 @@ static void add_listener_metrics(const struct crd_listener *listener, struct crd
                        (double)atomic_load(&c->notifications_invalid));
     crd_metrics_sample(metrics, name, counter, help, "outcome", "client_state_mismatch",
                        (double)atomic_load(&c->client_state_mismatches));
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "tenant_mismatch",
+                       (double)atomic_load(&c->tenant_mismatches));
+    crd_metrics_sample(metrics, name, counter, help, "outcome", "subscription_mismatch",
+                       (double)atomic_load(&c->subscription_mismatches));
     crd_metrics_sample(metrics, "callrecd_lifecycle_events_total", counter,
                        "Lifecycle notifications received.", NULL, NULL,
                        (double)atomic_load(&c->lifecycle_events));
@@ -595,18 +599,22 @@ int crd_listener_start(const struct crd_listener_options *options,
     int fd = options->listen_fd;
     const struct crd_config *config = options->config;
 
-    struct crd_listener *listener = calloc(1, sizeof(*listener));
+    struct crd_listener *listener = NULL;
+    if (options->tenants == NULL || options->n_tenants == 0) {
+        r = crd_error_set(err, -EINVAL, "listener: no tenant to accept notifications for");
+        goto out;
+    }
+    listener = calloc(1, sizeof(*listener));
     if (listener == NULL) {
         r = crd_error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
     listener->config = config;
     listener->store = options->store;
-    listener->client_state = options->client_state;
+    listener->tenants = options->tenants;
+    listener->n_tenants = options->n_tenants;
     listener->on_jobs = options->on_jobs;
     listener->on_jobs_context = options->on_jobs_context;
-    listener->on_lifecycle = options->on_lifecycle;
-    listener->on_lifecycle_context = options->on_lifecycle_context;
     listener->add_health = options->add_health;
     listener->add_health_context = options->add_health_context;
     listener->add_metrics = options->add_metrics;

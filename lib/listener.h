@@ -20,6 +20,8 @@
 #define CRD_LISTENER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -33,21 +35,41 @@
 
 struct crd_listener;
 
+/*
+ * A tenant whose notifications the listener accepts. An item is accepted
+ * only when its tenantId, clientState and subscriptionId all belong to one
+ * tenant: the tenantId names it, the clientState is its secret, and
+ * has_subscription() confirms the subscription id.
+ */
+struct crd_listener_tenant {
+    const char *name;                         /* for logs */
+    const char *tenant_id;                    /* GUID; NULL matches any tenantId (one tenant
+                                                 configured by domain name) */
+    const struct crd_secret *client_state;    /* the expected clientState */
+    /*
+     * True when subscription_id is this tenant's subscription, or when the
+     * tenant holds none yet and so cannot tell (first start with Graph
+     * unreachable). NULL accepts every id. Called from handler threads.
+     */
+    bool (*has_subscription)(void *context, const char *subscription_id);
+    /*
+     * Called from a handler thread for each accepted lifecycle event, before
+     * the 202. The strings are borrowed for the call. May be NULL.
+     */
+    void (*on_lifecycle)(void *context, enum crd_lifecycle_event event,
+                         const char *subscription_id, const char *tenant_id);
+    void *context;
+};
+
 struct crd_listener_options {
     const struct crd_config *config;          /* borrowed; must outlive the listener */
     struct crd_store *store;                  /* borrowed; must outlive the listener */
-    const struct crd_secret *client_state;    /* borrowed; the expected clientState */
+    const struct crd_listener_tenant *tenants; /* borrowed; must outlive the listener */
+    size_t n_tenants;                         /* at least one */
     int listen_fd;                            /* a socket from systemd, or -1 to bind the configured address */
     /* Called from a handler thread after new jobs were committed. May be NULL. */
     void (*on_jobs)(void *context);
     void *on_jobs_context;
-    /*
-     * Called from a handler thread for each lifecycle event whose clientState
-     * matched, before the 202. The strings are borrowed for the call. May be NULL.
-     */
-    void (*on_lifecycle)(void *context, enum crd_lifecycle_event event,
-                         const char *subscription_id, const char *tenant_id);
-    void *on_lifecycle_context;
     /* Adds members to the /healthz JSON object, from a handler thread. May be NULL. */
     void (*add_health)(void *context, json_t *health);
     void *add_health_context;
@@ -64,6 +86,8 @@ struct crd_listener_counters {
     atomic_uint_fast64_t notifications_ignored;        /* valid items that need no job */
     atomic_uint_fast64_t notifications_invalid;        /* items dropped as malformed */
     atomic_uint_fast64_t client_state_mismatches;      /* items dropped for a wrong or missing clientState */
+    atomic_uint_fast64_t tenant_mismatches;            /* items of a tenant this instance does not serve */
+    atomic_uint_fast64_t subscription_mismatches;      /* items whose subscription is not their tenant's */
     atomic_uint_fast64_t lifecycle_events;
     atomic_uint_fast64_t rejected_requests;            /* answered 4xx */
     atomic_uint_fast64_t store_failures;               /* answered 503 */

@@ -15,12 +15,10 @@
 struct crd_listener {
     const struct crd_config *config;
     struct crd_store *store;
-    const struct crd_secret *client_state;
+    const struct crd_listener_tenant *tenants;
+    size_t n_tenants;
     void (*on_jobs)(void *context);
     void *on_jobs_context;
-    void (*on_lifecycle)(void *context, enum crd_lifecycle_event event,
-                         const char *subscription_id, const char *tenant_id);
-    void *on_lifecycle_context;
     void (*add_health)(void *context, json_t *health);
     void *add_health_context;
     void (*add_metrics)(void *context, struct crd_metrics *metrics);

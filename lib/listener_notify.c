@@ -9,20 +9,73 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "listener_internal.h"
 #include "notification.h"
 #include "util.h"
 
-static bool client_state_matches(const struct crd_listener *listener,
+static bool client_state_matches(const struct crd_listener_tenant *tenant,
                                  const struct crd_notification *item)
 {
     if (!item->has_client_state) {
         return false;
     }
     return crd_timingsafe_equal(item->client_state, item->client_state_len,
-                                crd_secret_bytes(listener->client_state),
-                                crd_secret_len(listener->client_state));
+                                crd_secret_bytes(tenant->client_state),
+                                crd_secret_len(tenant->client_state));
+}
+
+/* The served tenant that the item's tenantId names, or NULL. */
+static const struct crd_listener_tenant *find_tenant(const struct crd_listener *listener,
+                                                     const struct crd_notification *item)
+{
+    for (size_t i = 0; i < listener->n_tenants; i++) {
+        const struct crd_listener_tenant *tenant = &listener->tenants[i];
+        if (tenant->tenant_id == NULL || strcasecmp(tenant->tenant_id, item->tenant_id) == 0) {
+            return tenant;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Checks that the item's tenantId, clientState and subscriptionId belong to
+ * one served tenant, counting and logging a mismatch. Returns the tenant, or
+ * NULL when the item is to be dropped.
+ */
+static const struct crd_listener_tenant *check_item_tenant(struct crd_listener *listener,
+                                                           const struct crd_request *request,
+                                                           const struct crd_notification *item,
+                                                           const struct crd_log_ids *ids)
+{
+    const struct crd_listener_tenant *tenant = find_tenant(listener, item);
+    if (tenant == NULL) {
+        atomic_fetch_add(&listener->counters.tenant_mismatches, 1);
+        crd_listener_log_rejection(listener, ids, "dropped a notification item from %s: tenant "
+                                   "'%s' is not one this instance serves; add a [tenant NAME] "
+                                   "section for it or remove its subscription", request->peer,
+                                   item->tenant_id);
+        return NULL;
+    }
+    if (!client_state_matches(tenant, item)) {
+        atomic_fetch_add(&listener->counters.client_state_mismatches, 1);
+        crd_listener_log_rejection(listener, ids, "dropped a notification item from %s: "
+                                   "clientState %s for tenant '%s'; it may be forged or from "
+                                   "another subscriber", request->peer,
+                                   item->has_client_state ? "does not match" : "is missing",
+                                   tenant->name);
+        return NULL;
+    }
+    if (tenant->has_subscription != NULL &&
+        !tenant->has_subscription(tenant->context, item->subscription_id)) {
+        atomic_fetch_add(&listener->counters.subscription_mismatches, 1);
+        crd_listener_log_rejection(listener, ids, "dropped a notification item from %s: "
+                                   "subscription %s is not the subscription of tenant '%s'",
+                                   request->peer, item->subscription_id, tenant->name);
+        return NULL;
+    }
+    return tenant;
 }
 
 static void log_lifecycle_event(const struct crd_notification *item)
@@ -57,21 +110,17 @@ static bool accept_item(struct crd_listener *listener, struct crd_request *reque
                                    request->peer, item->reject_reason);
         return false;
     }
-    if (!client_state_matches(listener, item)) {
-        atomic_fetch_add(&listener->counters.client_state_mismatches, 1);
-        crd_listener_log_rejection(listener, &ids, "dropped a notification item from %s: "
-                                   "clientState %s; it may be forged or from another subscriber",
-                                   request->peer,
-                                   item->has_client_state ? "does not match" : "is missing");
+    const struct crd_listener_tenant *tenant = check_item_tenant(listener, request, item, &ids);
+    if (tenant == NULL) {
         return false;
     }
 
     if (item->kind == CRD_NOTIFICATION_LIFECYCLE) {
         atomic_fetch_add(&listener->counters.lifecycle_events, 1);
         log_lifecycle_event(item);
-        if (listener->on_lifecycle != NULL) {
-            listener->on_lifecycle(listener->on_lifecycle_context, item->lifecycle_event,
-                                   item->subscription_id, item->tenant_id);
+        if (tenant->on_lifecycle != NULL) {
+            tenant->on_lifecycle(tenant->context, item->lifecycle_event, item->subscription_id,
+                                 item->tenant_id);
         }
         return false;
     }

@@ -16,6 +16,8 @@
 
 /* Wall-clock start (ms since the epoch) of the last pass that listed every page. */
 #define SETTING_WATERMARK "reconcile_watermark"
+/* A setting prefix ("tenant.NAME.", NAME at most 64 characters) and SETTING_WATERMARK. */
+#define SETTING_KEY_MAX 128
 
 /* ---- the listing step ------------------------------------------------------------------- */
 
@@ -92,11 +94,20 @@ struct crd_reconciler {
     bool stopping;
 };
 
-static int get_watermark(struct crd_store *store, int64_t *ret_watermark_ms)
+/* The store key of the watermark: the tenant's setting prefix, then SETTING_WATERMARK. */
+static void watermark_key(const struct crd_reconciler_options *options, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%s", options->setting_prefix != NULL ? options->setting_prefix : "",
+             SETTING_WATERMARK);
+}
+
+static int get_watermark(const struct crd_reconciler_options *options, int64_t *ret_watermark_ms)
 {
     char *text = NULL;
     struct crd_error err = {0};
-    int r = crd_store_get_setting(store, SETTING_WATERMARK, &text, &err);
+    char key[SETTING_KEY_MAX];
+    watermark_key(options, key, sizeof(key));
+    int r = crd_store_get_setting(options->store, key, &text, &err);
     if (r < 0) {
         return r;
     }
@@ -121,7 +132,7 @@ static int resolve_tenant(struct crd_reconciler *reconciler, char tenant[CRD_GUI
     }
     int64_t notified_at_ms = 0;
     struct crd_error lookup_err = {0};
-    if (crd_store_newest_notified_job(reconciler->options.store, &notified_at_ms, tenant,
+    if (crd_store_newest_notified_job(reconciler->options.store, NULL, &notified_at_ms, tenant,
                                       &lookup_err) == 0) {
         return 0;
     }
@@ -144,7 +155,7 @@ static int reconcile_pass(struct crd_reconciler *reconciler, bool first, struct 
     int64_t started_at_ms = crd_time_now_ms();
     int64_t since_ms = started_at_ms - options->window_ms;
     int64_t watermark_ms = 0;
-    if (first && get_watermark(options->store, &watermark_ms) == 0 &&
+    if (first && get_watermark(options, &watermark_ms) == 0 &&
         watermark_ms - options->window_ms < since_ms) {
         /* A call may be listed only hours after it started, so keep the window's overlap. */
         since_ms = watermark_ms - options->window_ms;
@@ -170,11 +181,13 @@ static int reconcile_pass(struct crd_reconciler *reconciler, bool first, struct 
 
     char text[24];
     snprintf(text, sizeof(text), "%" PRId64, started_at_ms);
-    r = crd_store_set_setting(options->store, SETTING_WATERMARK, text, err);
+    char key[SETTING_KEY_MAX];
+    watermark_key(options, key, sizeof(key));
+    r = crd_store_set_setting(options->store, key, text, err);
     if (r < 0) {
         return crd_error_prefix(err, "cannot save the reconcile watermark");
     }
-    crd_log_info(NULL,
+    crd_log_info(&(const struct crd_log_ids){.tenant = options->tenant},
                  "reconcile: %" PRId64 " call records started since %s listed, %" PRId64
                  " of them new or changed and enqueued",
                  counts.listed, shown, counts.enqueued);
@@ -210,7 +223,8 @@ static void *reconciler_main(void *arg)
         if (r == 0) {
             first = false;
         } else if (r != -ECANCELED) {
-            crd_log_warn(NULL, "reconcile pass failed: %s; trying again in %" PRId64 " s",
+            crd_log_warn(&(const struct crd_log_ids){.tenant = reconciler->options.tenant},
+                         "reconcile pass failed: %s; trying again in %" PRId64 " s",
                          err.message, reconciler->options.interval_ms / 1000);
         }
     } while (reconciler_wait(reconciler, reconciler->options.interval_ms));

@@ -45,7 +45,8 @@ struct crd_reconciler;
 struct crd_reconciler_options {
     struct crd_graph *graph; /* borrowed; stopping the reconciler cancels it, so give it its own */
     struct crd_store *store; /* borrowed */
-    const char *tenant;      /* [graph] tenant: a GUID or a domain name; borrowed */
+    const char *tenant;      /* the tenant: a GUID or a domain name; borrowed */
+    const char *setting_prefix; /* prepended to the watermark's store key; NULL or "" for none */
     int64_t interval_ms;     /* between passes; > 0 */
     int64_t window_ms;       /* a pass lists the calls started this long ago or later */
     int64_t startup_max_ms;  /* how far back the first pass may reach */

@@ -165,6 +165,14 @@ int crd_store_recover_jobs(struct crd_store *store, int64_t *ret_count, struct c
 int crd_store_claim_job(struct crd_store *store, int64_t now_ms, struct crd_job *ret_job,
                         int64_t *ret_next_due_ms, struct crd_error *err);
 
+/*
+ * As crd_store_claim_job(), for the jobs of one tenant only (tenant ids
+ * compare case-insensitively); NULL claims a job of any tenant.
+ */
+int crd_store_claim_tenant_job(struct crd_store *store, const char *tenant_id, int64_t now_ms,
+                               struct crd_job *ret_job, int64_t *ret_next_due_ms,
+                               struct crd_error *err);
+
 /* One fetched version of a call record, ready to be stored. */
 struct crd_record_version {
     int64_t version;
@@ -214,10 +222,12 @@ int crd_store_fail_job(struct crd_store *store, const struct crd_job *job, const
                        struct crd_error *err);
 
 /*
- * The job notified last: its last_notified_at (ms since the epoch) and its
- * tenant id, the starting point of a backfill. -ENOENT when there are no jobs.
+ * The job notified last, of tenant_id or of any tenant when it is NULL: its
+ * last_notified_at (ms since the epoch) and its tenant id, the starting
+ * point of a backfill. -ENOENT when there are no such jobs.
  */
-int crd_store_newest_notified_job(struct crd_store *store, int64_t *ret_notified_at_ms,
+int crd_store_newest_notified_job(struct crd_store *store, const char *tenant_id,
+                                  int64_t *ret_notified_at_ms,
                                   char ret_tenant_id[CRD_GUID_LEN + 1], struct crd_error *err);
 
 /* Newest stored version of a call, or -ENOENT. */

@@ -22,16 +22,21 @@
 static const char recover_jobs_sql[] =
     "UPDATE jobs SET state = 'pending', due_at = ?1, updated_at = ?1 WHERE state = 'running'";
 
+/* The job belongs to the tenant id in parameter p, or p is NULL (any tenant). */
+#define STORE_JOB_OF_TENANT(p) "(" p " IS NULL OR tenant_id = " p " COLLATE NOCASE)"
+
 static const char select_due_job_sql[] =
     "SELECT tenant_id, call_id, subscription_id, first_notified_at, last_notified_at, attempts,"
     "       notification_count"
-    " FROM jobs WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT 1";
+    " FROM jobs WHERE state = 'pending' AND due_at <= ?1 AND " STORE_JOB_OF_TENANT("?2")
+    " ORDER BY due_at LIMIT 1";
 
 static const char mark_job_running_sql[] =
     "UPDATE jobs SET state = 'running', claimed_at = ?3, last_attempt_at = ?3, updated_at = ?3"
     " WHERE tenant_id = ?1 AND call_id = ?2";
 
-static const char next_job_due_sql[] = "SELECT min(due_at) FROM jobs WHERE state = 'pending'";
+static const char next_job_due_sql[] =
+    "SELECT min(due_at) FROM jobs WHERE state = 'pending' AND " STORE_JOB_OF_TENANT("?1");
 
 static const char newest_version_sql[] =
     "SELECT max(version) FROM records WHERE tenant_id = ?1 AND call_id = ?2";
@@ -155,8 +160,8 @@ out:
 }
 
 /* Reads the earliest due time of the pending jobs into *ret_next_due_ms, or 0 for none. */
-static int store_next_job_due_locked(struct crd_store *store, int64_t *ret_next_due_ms,
-                                     struct crd_error *err)
+static int store_next_job_due_locked(struct crd_store *store, const char *tenant_id,
+                                     int64_t *ret_next_due_ms, struct crd_error *err)
 {
     sqlite3_stmt *stmt = NULL;
     int r = crd_store_statement_locked(store, CRD_STORE_STMT_NEXT_JOB_DUE, next_job_due_sql,
@@ -165,7 +170,10 @@ static int store_next_job_due_locked(struct crd_store *store, int64_t *ret_next_
         return r;
     }
 
-    int rc = sqlite3_step(stmt);
+    int rc = crd_store_bind_text(stmt, 1, tenant_id);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+    }
     if (rc != SQLITE_ROW) {
         r = crd_store_fail(store, rc, "finding the next due job", err);
         goto out;
@@ -178,8 +186,9 @@ out:
 }
 
 /* Reads the earliest due job into *ret_job. Returns 0, -ENOENT when none is due, or an error. */
-static int store_select_due_job_locked(struct crd_store *store, int64_t now_ms,
-                                       struct crd_job *ret_job, struct crd_error *err)
+static int store_select_due_job_locked(struct crd_store *store, const char *tenant_id,
+                                       int64_t now_ms, struct crd_job *ret_job,
+                                       struct crd_error *err)
 {
     sqlite3_stmt *stmt = NULL;
     int r = crd_store_statement_locked(store, CRD_STORE_STMT_SELECT_DUE_JOB, select_due_job_sql,
@@ -189,6 +198,9 @@ static int store_select_due_job_locked(struct crd_store *store, int64_t now_ms,
     }
 
     int rc = sqlite3_bind_int64(stmt, 1, now_ms);
+    if (rc == SQLITE_OK) {
+        rc = crd_store_bind_text(stmt, 2, tenant_id);
+    }
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(stmt);
     }
@@ -254,6 +266,13 @@ static int store_mark_job_running_locked(struct crd_store *store, const struct c
 int crd_store_claim_job(struct crd_store *store, int64_t now_ms, struct crd_job *ret_job,
                         int64_t *ret_next_due_ms, struct crd_error *err)
 {
+    return crd_store_claim_tenant_job(store, NULL, now_ms, ret_job, ret_next_due_ms, err);
+}
+
+int crd_store_claim_tenant_job(struct crd_store *store, const char *tenant_id, int64_t now_ms,
+                               struct crd_job *ret_job, int64_t *ret_next_due_ms,
+                               struct crd_error *err)
+{
     if (store == NULL || ret_job == NULL) {
         return crd_error_set(err, -EINVAL, "store: claim_job called without a store or job");
     }
@@ -267,9 +286,9 @@ int crd_store_claim_job(struct crd_store *store, int64_t now_ms, struct crd_job 
         goto out;
     }
 
-    r = store_select_due_job_locked(store, now_ms, &job, err);
+    r = store_select_due_job_locked(store, tenant_id, now_ms, &job, err);
     if (r == -ENOENT) {
-        int r_next = store_next_job_due_locked(store, &next_due_ms, err);
+        int r_next = store_next_job_due_locked(store, tenant_id, &next_due_ms, err);
         r = r_next < 0 ? r_next : r;
     } else if (r == 0) {
         r = store_mark_job_running_locked(store, &job, err);
@@ -757,9 +776,11 @@ out:
 }
 
 static const char newest_notified_job_sql[] =
-    "SELECT last_notified_at, tenant_id FROM jobs ORDER BY last_notified_at DESC LIMIT 1";
+    "SELECT last_notified_at, tenant_id FROM jobs WHERE " STORE_JOB_OF_TENANT("?1")
+    " ORDER BY last_notified_at DESC LIMIT 1";
 
-int crd_store_newest_notified_job(struct crd_store *store, int64_t *ret_notified_at_ms,
+int crd_store_newest_notified_job(struct crd_store *store, const char *tenant_id,
+                                  int64_t *ret_notified_at_ms,
                                   char ret_tenant_id[CRD_GUID_LEN + 1], struct crd_error *err)
 {
     if (store == NULL || ret_notified_at_ms == NULL || ret_tenant_id == NULL) {
@@ -773,7 +794,10 @@ int crd_store_newest_notified_job(struct crd_store *store, int64_t *ret_notified
     if (r < 0) {
         goto out;
     }
-    int rc = sqlite3_step(stmt);
+    int rc = crd_store_bind_text(stmt, 1, tenant_id);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+    }
     if (rc == SQLITE_DONE) {
         r = crd_error_set(err, -ENOENT, "database '%s': no jobs", store->path);
         goto out;

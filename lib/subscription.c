@@ -26,6 +26,8 @@
 #define SETTING_EXPIRY "subscription_expiry"
 #define SETTING_LAST_RENEWAL "subscription_last_renewal"
 #define SETTING_WATERMARK "backfill_watermark"
+/* setting_prefix ("tenant.NAME.", NAME at most 64 characters) and the longest name above. */
+#define SETTING_KEY_MAX 128
 
 #define DEFAULT_RETRY_BASE_MS 1000
 #define DEFAULT_RETRY_MAX_MS (5 * 60 * 1000)
@@ -42,6 +44,9 @@
 #define REQUEST_RECREATE (1u << 0)
 #define REQUEST_REAUTHORIZE (1u << 1)
 #define REQUEST_BACKFILL (1u << 2)
+
+/* Subscription ids remembered after they were replaced. */
+#define KNOWN_IDS 4
 
 enum manager_action {
     ACTION_NONE,
@@ -64,6 +69,8 @@ struct crd_subscription {
     unsigned requests;                   /* REQUEST_* bits not yet taken by the thread */
     char event_tenant[CRD_GUID_LEN + 1]; /* tenantId of the last lifecycle event */
     struct crd_subscription_status status;
+    /* The subscription ids this manager held, newest first, so late notifications still match. */
+    char known_ids[KNOWN_IDS][CRD_GUID_LEN + 1];
 
     /* Used by the manager's thread alone. */
     struct crd_graph_session *session;
@@ -106,11 +113,35 @@ static int64_t backoff_ms(const struct crd_subscription *manager, unsigned failu
     return delay / 2 + (int64_t)(random % (uint64_t)(delay / 2 + 1));
 }
 
-static int get_int_setting(struct crd_store *store, const char *key, int64_t *ret_value)
+/* The store key of setting name for this manager's tenant: setting_prefix + name. */
+static void setting_key(const struct crd_subscription *manager, const char *name, char *buf,
+                        size_t size)
+{
+    snprintf(buf, size, "%s%s", manager->options.setting_prefix, name);
+}
+
+static int get_text_setting(const struct crd_subscription *manager, const char *name,
+                            char **ret_text, struct crd_error *err)
+{
+    char key[SETTING_KEY_MAX];
+    setting_key(manager, name, key, sizeof(key));
+    return crd_store_get_setting(manager->options.store, key, ret_text, err);
+}
+
+static int set_text_setting(const struct crd_subscription *manager, const char *name,
+                            const char *text, struct crd_error *err)
+{
+    char key[SETTING_KEY_MAX];
+    setting_key(manager, name, key, sizeof(key));
+    return crd_store_set_setting(manager->options.store, key, text, err);
+}
+
+static int get_int_setting(const struct crd_subscription *manager, const char *name,
+                           int64_t *ret_value)
 {
     char *text = NULL;
     struct crd_error err = {0};
-    int r = crd_store_get_setting(store, key, &text, &err);
+    int r = get_text_setting(manager, name, &text, &err);
     if (r < 0) {
         return r;
     }
@@ -124,12 +155,12 @@ static int get_int_setting(struct crd_store *store, const char *key, int64_t *re
     return r;
 }
 
-static int set_int_setting(struct crd_store *store, const char *key, int64_t value,
-                           struct crd_error *err)
+static int set_int_setting(const struct crd_subscription *manager, const char *name,
+                           int64_t value, struct crd_error *err)
 {
     char text[24];
     snprintf(text, sizeof(text), "%" PRId64, value);
-    return crd_store_set_setting(store, key, text, err);
+    return set_text_setting(manager, name, text, err);
 }
 
 /* Stores the id, expiry and last renewal. A failure is logged: Graph keeps the truth anyway. */
@@ -140,13 +171,12 @@ static void persist_state(struct crd_subscription *manager)
     struct crd_subscription_status status = manager->status;
     pthread_mutex_unlock(&manager->lock);
 
-    int r = crd_store_set_setting(manager->options.store, SETTING_ID, status.id, &err);
+    int r = set_text_setting(manager, SETTING_ID, status.id, &err);
     if (r == 0) {
-        r = set_int_setting(manager->options.store, SETTING_EXPIRY, status.expires_at_ms, &err);
+        r = set_int_setting(manager, SETTING_EXPIRY, status.expires_at_ms, &err);
     }
     if (r == 0) {
-        r = set_int_setting(manager->options.store, SETTING_LAST_RENEWAL, status.last_renewed_at_ms,
-                            &err);
+        r = set_int_setting(manager, SETTING_LAST_RENEWAL, status.last_renewed_at_ms, &err);
     }
     if (r < 0) {
         crd_log_warn(&manager->ids,
@@ -162,6 +192,11 @@ static void set_subscription(struct crd_subscription *manager, const char *id,
     pthread_mutex_lock(&manager->lock);
     snprintf(manager->status.id, sizeof(manager->status.id), "%s", id);
     manager->status.expires_at_ms = expires_at_ms;
+    if (id[0] != '\0' && strcasecmp(manager->known_ids[0], id) != 0) {
+        memmove(manager->known_ids[1], manager->known_ids[0],
+                (KNOWN_IDS - 1) * sizeof(manager->known_ids[0]));
+        snprintf(manager->known_ids[0], sizeof(manager->known_ids[0]), "%s", id);
+    }
     pthread_mutex_unlock(&manager->lock);
     snprintf(manager->ids_subscription, sizeof(manager->ids_subscription), "%s", id);
     manager->ids.subscription =
@@ -473,10 +508,9 @@ static int ensure_subscription(struct crd_subscription *manager, struct crd_erro
 
     /* A first backfill starts from the creation of the first subscription, not 30 days back. */
     int64_t watermark_ms = 0;
-    if (get_int_setting(manager->options.store, SETTING_WATERMARK, &watermark_ms) == -ENOENT) {
+    if (get_int_setting(manager, SETTING_WATERMARK, &watermark_ms) == -ENOENT) {
         struct crd_error store_err = {0};
-        if (set_int_setting(manager->options.store, SETTING_WATERMARK, crd_time_now_ms(),
-                            &store_err) < 0) {
+        if (set_int_setting(manager, SETTING_WATERMARK, crd_time_now_ms(), &store_err) < 0) {
             crd_log_warn(&manager->ids, "cannot save the backfill watermark: %s",
                          store_err.message);
         }
@@ -562,16 +596,19 @@ static int run_backfill(struct crd_subscription *manager, struct crd_error *err)
     int64_t watermark_ms = 0;
     char job_tenant[CRD_GUID_LEN + 1] = "";
     struct crd_error lookup_err = {0};
-    (void)crd_store_newest_notified_job(store, &newest_ms, job_tenant, &lookup_err);
-    (void)get_int_setting(store, SETTING_WATERMARK, &watermark_ms);
+    const char *configured = manager->options.tenant;
+    bool configured_is_guid = crd_guid_is_valid(configured, strlen(configured));
+    (void)crd_store_newest_notified_job(store, configured_is_guid ? configured : NULL, &newest_ms,
+                                        job_tenant, &lookup_err);
+    (void)get_int_setting(manager, SETTING_WATERMARK, &watermark_ms);
 
     /* Jobs need the tenant GUID; [graph] tenant may be a domain name. */
     char tenant[CRD_GUID_LEN + 1];
     pthread_mutex_lock(&manager->lock);
     snprintf(tenant, sizeof(tenant), "%s", manager->event_tenant);
     pthread_mutex_unlock(&manager->lock);
-    if (crd_guid_is_valid(manager->options.tenant, strlen(manager->options.tenant))) {
-        snprintf(tenant, sizeof(tenant), "%s", manager->options.tenant);
+    if (configured_is_guid) {
+        snprintf(tenant, sizeof(tenant), "%s", configured);
     } else if (tenant[0] == '\0') {
         snprintf(tenant, sizeof(tenant), "%s", job_tenant);
     }
@@ -603,7 +640,7 @@ static int run_backfill(struct crd_subscription *manager, struct crd_error *err)
                                 "backfill of call records since %s (%" PRId64 " enqueued so far)",
                                 shown, backfill.enqueued);
     }
-    r = set_int_setting(store, SETTING_WATERMARK, started_at_ms, err);
+    r = set_int_setting(manager, SETTING_WATERMARK, started_at_ms, err);
     if (r < 0) {
         return crd_error_prefix(err, "backfill: cannot save the watermark");
     }
@@ -825,12 +862,12 @@ static void load_state(struct crd_subscription *manager)
 {
     char *id = NULL;
     struct crd_error err = {0};
-    if (crd_store_get_setting(manager->options.store, SETTING_ID, &id, &err) == 0 &&
+    if (get_text_setting(manager, SETTING_ID, &id, &err) == 0 &&
         crd_guid_is_valid(id, strlen(id))) {
         int64_t expires_at_ms = 0;
         int64_t renewed_at_ms = 0;
-        (void)get_int_setting(manager->options.store, SETTING_EXPIRY, &expires_at_ms);
-        (void)get_int_setting(manager->options.store, SETTING_LAST_RENEWAL, &renewed_at_ms);
+        (void)get_int_setting(manager, SETTING_EXPIRY, &expires_at_ms);
+        (void)get_int_setting(manager, SETTING_LAST_RENEWAL, &renewed_at_ms);
         set_subscription(manager, id, expires_at_ms);
         manager->status.last_renewed_at_ms = renewed_at_ms;
     }
@@ -849,11 +886,19 @@ int crd_subscription_new(const struct crd_subscription_options *options,
                              "subscription manager: incomplete options, or "
                              "renew_before not shorter than lifetime");
     }
+    if (options->setting_prefix != NULL &&
+        strlen(options->setting_prefix) + sizeof(SETTING_LAST_RENEWAL) > SETTING_KEY_MAX) {
+        return crd_error_set(err, -EINVAL, "subscription manager: setting prefix '%s' is too long",
+                             options->setting_prefix);
+    }
     struct crd_subscription *manager = calloc(1, sizeof(*manager));
     if (manager == NULL) {
         return crd_error_set(err, -ENOMEM, "out of memory");
     }
     manager->options = *options;
+    if (manager->options.setting_prefix == NULL) {
+        manager->options.setting_prefix = "";
+    }
     if (manager->options.retry_base_ms <= 0) {
         manager->options.retry_base_ms = DEFAULT_RETRY_BASE_MS;
     }
@@ -949,6 +994,18 @@ void crd_subscription_lifecycle(struct crd_subscription *manager, enum crd_lifec
     } else if (request == 0) {
         crd_log_info(&ids, "ignoring unknown lifecycle event for subscription %s", subscription_id);
     }
+}
+
+bool crd_subscription_has_id(struct crd_subscription *manager, const char *subscription_id)
+{
+    bool known = false;
+    pthread_mutex_lock(&manager->lock);
+    for (size_t i = 0; i < KNOWN_IDS && !known; i++) {
+        known = manager->known_ids[i][0] != '\0' &&
+                strcasecmp(manager->known_ids[i], subscription_id) == 0;
+    }
+    pthread_mutex_unlock(&manager->lock);
+    return known;
 }
 
 void crd_subscription_get_status(struct crd_subscription *manager,

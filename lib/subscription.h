@@ -18,7 +18,8 @@
  * reported through crd_subscription_get_status().
  *
  * State in the store settings: subscription_id, subscription_expiry,
- * subscription_last_renewal and backfill_watermark (ms since the epoch).
+ * subscription_last_renewal and backfill_watermark (ms since the epoch),
+ * each key prefixed with the tenant's setting_prefix.
  *
  * Thread safety: crd_subscription_lifecycle() and
  * crd_subscription_get_status() may be called from any thread while the
@@ -27,6 +28,7 @@
 #ifndef CRD_SUBSCRIPTION_H
 #define CRD_SUBSCRIPTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -47,7 +49,8 @@ struct crd_subscription;
 struct crd_subscription_options {
     struct crd_graph *graph;               /* used by this manager alone: stopping cancels it */
     struct crd_store *store;
-    const char *tenant;                    /* [graph] tenant, for logs and backfilled jobs */
+    const char *tenant;                    /* tenant GUID or domain, for logs and backfilled jobs */
+    const char *setting_prefix;            /* prepended to the store keys below; "" for none */
     const char *resource;
     const char *change_type;
     const char *notification_url;          /* public_url + notification_path */
@@ -109,6 +112,14 @@ void crd_subscription_free(struct crd_subscription *manager);
  */
 void crd_subscription_lifecycle(struct crd_subscription *manager, enum crd_lifecycle_event event,
                                 const char *subscription_id, const char *tenant_id);
+
+/*
+ * True when subscription_id (compared case-insensitively) is the current
+ * subscription or one of the few this manager held before, including the
+ * one loaded from the store. A notification with any other subscription id
+ * is not for this tenant's subscription.
+ */
+bool crd_subscription_has_id(struct crd_subscription *manager, const char *subscription_id);
 
 void crd_subscription_get_status(struct crd_subscription *manager,
                                  struct crd_subscription_status *ret_status);

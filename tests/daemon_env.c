@@ -17,6 +17,8 @@
  * Without [graph] options from the test, Graph is a closed loopback port, so
  * that a daemon under test never sends a request off this machine.
  */
+#define CRD_TEST_ENV_TENANT_ID "2a37c3b7-f073-59a1-b249-42c4e33881c2"
+#define CRD_TEST_ENV_CLIENT_ID "0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d"
 #define UNREACHABLE_GRAPH "login_url = https://127.0.0.1:1\ngraph_url = https://127.0.0.1:1\n"
 
 void crd_test_env_create(struct crd_test_env *env, const char *extra_listener)
@@ -49,18 +51,28 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
     free(crd_test_write_file(env->dir, "client_secret", CRD_TEST_CLIENT_SECRET "\n", 0600));
     free(crd_test_write_file(env->dir, "client_state", CRD_TEST_CLIENT_STATE "\n", 0600));
 
-    char *secret_line = NULL;
+    char *credentials = NULL;
     if (options->credentials != NULL) {
-        secret_line = strdup(options->credentials);
-    } else if (asprintf(&secret_line, "client_secret_file = %s/client_secret\n", env->dir) < 0) {
+        credentials = strdup(options->credentials);
+    } else if (asprintf(&credentials, "client_secret_file = %s/client_secret\n", env->dir) < 0) {
         abort();
     }
+    char *tenant_lines = NULL;
+    char *client_state_line = NULL;
+    if (options->tenants != NULL) {
+        tenant_lines = strdup("");
+        client_state_line = strdup("");
+    } else if (asprintf(&tenant_lines, "tenant = " CRD_TEST_ENV_TENANT_ID "\n"
+                        "client_id = " CRD_TEST_ENV_CLIENT_ID "\n%s", credentials) < 0 ||
+               asprintf(&client_state_line, "client_state_file = %s/client_state\n",
+                        env->dir) < 0) {
+        abort();
+    }
+    free(credentials);
 
     char *config = NULL;
     if (asprintf(&config,
                  "[graph]\n"
-                 "tenant = 2a37c3b7-f073-59a1-b249-42c4e33881c2\n"
-                 "client_id = 0b7f0d3a-5a55-4e4e-9d7d-3f2c1b0a9e8d\n"
                  "%s"
                  "%s\n"
                  "[listener]\n"
@@ -71,7 +83,7 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
                  "public_url = %s\n"
                  "%s\n"
                  "[subscription]\n"
-                 "client_state_file = %s/client_state\n"
+                 "%s"
                  "\n"
                  "[store]\n"
                  "state_directory = %s/state\n"
@@ -80,16 +92,18 @@ void crd_test_env_create_with(struct crd_test_env *env, const struct crd_test_en
                  "level = debug\n"
                  "debug = listener,store,fetch\n"
                  "\n"
-                 "%s",
-                 secret_line, options->graph != NULL ? options->graph : UNREACHABLE_GRAPH, env->port,
-                 tls_dir,
-                 tls_dir, env->base_url, options->listener != NULL ? options->listener : "",
-                 env->dir, env->dir, options->sections != NULL ? options->sections : "") < 0) {
+                 "%s%s",
+                 tenant_lines, options->graph != NULL ? options->graph : UNREACHABLE_GRAPH,
+                 env->port, tls_dir, tls_dir, env->base_url,
+                 options->listener != NULL ? options->listener : "", client_state_line, env->dir,
+                 options->tenants != NULL ? options->tenants : "",
+                 options->sections != NULL ? options->sections : "") < 0) {
         abort();
     }
     env->config_path = crd_test_write_file(env->dir, "callrecd.conf", config, 0600);
     free(config);
-    free(secret_line);
+    free(tenant_lines);
+    free(client_state_line);
 
     if (asprintf(&env->ca_file, "%s/ca.pem", tls_dir) < 0 ||
         asprintf(&env->tls_dir, "%s", tls_dir) < 0 ||
@@ -183,4 +197,10 @@ bool crd_test_env_wait_for_lines(const struct crd_test_env *env, const char *nee
         close(fd);
     }
     return found;
+}
+
+bool crd_test_env_wait_for_subscriptions(const struct crd_test_env *env, size_t count)
+{
+    /* The end of the "created", "adopted" and "recreated" subscription lines. */
+    return crd_test_env_wait_for_lines(env, "' (expires ", count, 15000);
 }

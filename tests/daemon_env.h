@@ -35,6 +35,11 @@ struct crd_test_env_options {
     const char *credentials;
     const char *listener;    /* appended to [listener] */
     const char *sections;    /* whole sections appended at the end, such as [fetch] or [sink NAME] */
+    /*
+     * [tenant NAME] sections. When set, [graph] and [subscription] get no
+     * tenant, credentials or client_state_file, as the file may not mix both.
+     */
+    const char *tenants;
 };
 
 /*
@@ -60,6 +65,14 @@ void crd_test_env_destroy(struct crd_test_env *env);
  * re-reading it whenever it changes, for at most timeout_ms. Returns true
  * when they are there.
  */
+/*
+ * Waits until the daemon's log shows that it holds count subscriptions
+ * (created, adopted or recreated). Tests that make fakegraph notify call it
+ * first: Graph never sends a notification before the subscription exists,
+ * and callrecd drops one whose subscription id is not the one it holds.
+ */
+bool crd_test_env_wait_for_subscriptions(const struct crd_test_env *env, size_t count);
+
 bool crd_test_env_wait_for_lines(const struct crd_test_env *env, const char *needle, size_t count,
                                  int timeout_ms);
 

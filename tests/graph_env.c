@@ -136,6 +136,10 @@ void crd_test_world_start(struct crd_test_world *world, const char *graph_extra,
         fprintf(stderr, "callrecd did not become ready\n");
         exit(1);
     }
+    if (!crd_test_env_wait_for_subscriptions(&world->env, 1)) {
+        fprintf(stderr, "callrecd did not get its subscription\n");
+        exit(1);
+    }
 }
 
 void crd_test_world_stop(struct crd_test_world *world)

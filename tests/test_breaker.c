@@ -225,6 +225,10 @@ static void start_all(void)
     if (crd_test_env_start(&env) != 0) {
         exit(1);
     }
+    if (!crd_test_env_wait_for_subscriptions(&env, 1)) {
+        fprintf(stderr, "callrecd did not get its subscription\n");
+        exit(1);
+    }
     char *fixture = crd_test_fixture_path("callrecord-pstn.json");
     template = json_load_file(fixture, 0, NULL);
     free(fixture);

@@ -40,9 +40,12 @@ static char *credentials_for(const char *cert_dir, const char *key_dir, const ch
     return text;
 }
 
-/* Runs callrecd with certificate credentials against fakegraph registered for registered_dir. */
+/*
+ * Runs callrecd with certificate credentials against fakegraph registered
+ * for registered_dir; when it signs_in, waits until it holds its subscription.
+ */
 static void run_with_certificate(const char *client_dir, const char *registered_dir,
-                                 const char *algorithm, struct crd_test_env *env,
+                                 const char *algorithm, bool signs_in, struct crd_test_env *env,
                                  struct crd_test_graph *graph, char **ret_sink)
 {
     crd_test_graph_prepare(graph);
@@ -65,6 +68,9 @@ static void run_with_certificate(const char *client_dir, const char *registered_
     const char *extra[] = {"--client-certificate", registered, NULL};
     crd_test_graph_start(graph, env, extra);
     ck_assert_int_eq(crd_test_env_start(env), 0);
+    if (signs_in) {
+        ck_assert(crd_test_env_wait_for_subscriptions(env, 1));
+    }
 
     char *fixture = crd_test_fixture_path("callrecord-p2p-v1.json");
     json_t *record = json_load_file(fixture, 0, NULL);
@@ -111,7 +117,7 @@ static void check_login_delivers(const char *algorithm)
     struct crd_test_env env;
     struct crd_test_graph graph;
     char *sink = NULL;
-    run_with_certificate(client, client, algorithm, &env, &graph, &sink);
+    run_with_certificate(client, client, algorithm, true, &env, &graph, &sink);
 
     ck_assert_msg(crd_test_wait_for_text(sink, "\"idempotencyKey\":\"" CRD_TEST_TENANT_ID
                                                "/" P2P_CALL_ID "/1\"", 20000),
@@ -142,7 +148,7 @@ START_TEST(unregistered_certificate_refused)
     struct crd_test_env env;
     struct crd_test_graph graph;
     char *sink = NULL;
-    run_with_certificate(client, registered, "ps256", &env, &graph, &sink);
+    run_with_certificate(client, registered, "ps256", false, &env, &graph, &sink);
 
     ck_assert_msg(crd_test_wait_for_text(env.log_path, "Client assertion failed signature "
                                                        "validation", 20000),

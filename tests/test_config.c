@@ -3,7 +3,7 @@
  * Tests of the configuration loader (lib/conf*.c): a table of invalid files,
  * each of which must fail with a diagnostic on the right line, section and
  * key; valid files with their defaults and values; secrets from files and from $CREDENTIALS_DIRECTORY;
- * TLS material made here with OpenSSL; and the shipped example file.
+ * TLS material made here with OpenSSL; [tenant NAME] sections; and the shipped example file.
  */
 #include "config.h"
 
@@ -47,6 +47,21 @@
     "tls = off\n"                                                                                  \
     "public_url = https://callrecd.example.com\n"
 #define BASE GRAPH SINK LISTENER
+
+#define TENANT_A_ID "2a37c3b7-f073-59a1-b249-42c4e33881c2"
+#define TENANT_B_ID "9c1d4e5f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"
+/* Lines 1 to 8: two tenants that share the secret file */
+#define TENANTS                                                                                    \
+    "[tenant contoso]\n"                                                                           \
+    "tenant = " TENANT_A_ID "\n"                                                                   \
+    "client_id = " TEST_CLIENT_ID "\n"                                                             \
+    "client_secret_file = @SECRET@\n"                                                              \
+    "[tenant fabrikam]\n"                                                                          \
+    "tenant = " TENANT_B_ID "\n"                                                                   \
+    "client_id = " TEST_CLIENT_ID "\n"                                                             \
+    "client_secret_file = @SECRET@\n"
+/* Sink on lines 9 to 11, listener on 12 to 14. Keys appended land in [listener] from line 15 */
+#define MULTI TENANTS SINK LISTENER
 
 static char *tmpdir;
 static char *secret_path;
@@ -401,6 +416,71 @@ static const struct invalid_case invalid_cases[] = {
      8, "listener", "tls_certificate", "tls is on but there is no certificate", 2},
     {"missing client state file", BASE "[subscription]\nclient_state_file = @DIR@/missing\n", 12,
      "subscription", "client_state_file", "No such file or directory", 1},
+    {"tenant section with a domain name",
+     "[tenant contoso]\ntenant = contoso.onmicrosoft.com\nclient_id = " TEST_CLIENT_ID "\n"
+     "client_secret_file = @SECRET@\n" SINK LISTENER,
+     2, "tenant contoso", "tenant",
+     "a domain name; a [tenant NAME] section needs the Directory (tenant) ID, a GUID, because "
+     "notifications name the tenant by its directory id", 1},
+    {"tenant section with a multi-tenant alias",
+     "[tenant contoso]\ntenant = organizations\nclient_id = " TEST_CLIENT_ID "\n"
+     "client_secret_file = @SECRET@\n" SINK LISTENER,
+     2, "tenant contoso", "tenant", "not a GUID; a [tenant NAME] section needs", 1},
+    {"tenant section without client_id",
+     "[tenant contoso]\ntenant = " TENANT_A_ID "\nclient_secret_file = @SECRET@\n" SINK LISTENER,
+     1, "tenant contoso", "client_id", "required key is missing; add client_id = ", 1},
+    {"tenant section without tenant", MULTI "[tenant other]\nclient_id = " TEST_CLIENT_ID "\n"
+                                      "client_secret_file = @SECRET@\n",
+     15, "tenant other", "tenant", "add tenant = <Directory (tenant) ID, a GUID>", 1},
+    {"tenant client_id not a GUID",
+     "[tenant contoso]\ntenant = " TENANT_A_ID "\nclient_id = app\n"
+     "client_secret_file = @SECRET@\n" SINK LISTENER,
+     3, "tenant contoso", "client_id", "not a GUID; copy the Application (client) ID", 1},
+    {"duplicate tenant name",
+     MULTI "[tenant contoso]\ntenant = 0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n"
+           "client_id = " TEST_CLIENT_ID "\nclient_secret_file = @SECRET@\n",
+     15, "tenant contoso", NULL, "duplicate tenant name; [tenant contoso] is already on line 1",
+     1},
+    {"duplicate tenant GUID",
+     MULTI "[tenant northwind]\ntenant = 9C1D4E5F-7A8B-4C9D-8E0F-1A2B3C4D5E6F\n"
+           "client_id = " TEST_CLIENT_ID "\nclient_secret_file = @SECRET@\n",
+     16, "tenant northwind", "tenant", "the same tenant as [tenant fabrikam] on line 6", 1},
+    {"tenant section without a name", MULTI "[tenant]\n", 15, "tenant", NULL,
+     "a tenant section needs a name; write it as [tenant NAME]", 1},
+    {"bad tenant name", MULTI "[tenant contoso.com]\n", 15, "tenant", NULL,
+     "invalid tenant name; use 1 to 64 letters", 1},
+    {"tenant name too long",
+     MULTI "[tenant a1234567890123456789012345678901234567890123456789012345678901234]\n", 15,
+     "tenant", NULL, "invalid tenant name", 1},
+    {"graph key in a tenant section",
+     MULTI "[tenant other]\ntenant = 0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n"
+           "client_id = " TEST_CLIENT_ID "\nclient_secret_file = @SECRET@\ncloud = usgov\n",
+     19, "tenant other", "cloud", "'cloud' belongs in [graph]", 1},
+    {"inline secret in a tenant section",
+     MULTI "[tenant other]\ntenant = 0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n"
+           "client_id = " TEST_CLIENT_ID "\nclient_secret_file = @SECRET@\n"
+           "client_secret = " TEST_SECRET "\n",
+     19, "tenant other", "client_secret", "Secrets do not belong in this file", 1},
+    {"graph tenant beside tenant sections", MULTI "[graph]\ntenant = contoso.onmicrosoft.com\n",
+     16, "graph", "tenant",
+     "the file has [tenant NAME] sections (the first on line 1), so each tenant's credentials and "
+     "subscription keys belong in its own section; move this key into the [tenant NAME] sections",
+     1},
+    {"subscription client_state_file beside tenant sections",
+     MULTI "[subscription]\nclient_state_file = @DIR@/missing\n", 16, "subscription",
+     "client_state_file", "move this key into the [tenant NAME] sections", 1},
+    {"tenant section without a secret",
+     "[tenant contoso]\ntenant = " TENANT_A_ID "\nclient_id = " TEST_CLIENT_ID "\n" SINK LISTENER,
+     1, "tenant contoso", "client_secret_file",
+     "no client secret ($CREDENTIALS_DIRECTORY is not set); set client_secret_file = "
+     "/etc/callrecd/client_secret.contoso (mode 0600), or pass the credential "
+     "'client_secret.contoso' with systemd "
+     "(LoadCredential=client_secret.contoso:/etc/callrecd/client_secret.contoso)", 1},
+    {"tenant participant_filter without a GUID",
+     MULTI "[tenant other]\ntenant = 0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n"
+           "client_id = " TEST_CLIENT_ID "\nclient_secret_file = @SECRET@\n"
+           "participant_filter = bob\n",
+     19, "tenant other", "participant_filter", "'bob' is not an Entra object id", 1},
 };
 
 START_TEST(test_invalid)
@@ -550,11 +630,11 @@ START_TEST(test_defaults)
 {
     struct crd_config *config = load_ok(BASE, NULL);
 
-    ck_assert_str_eq(config->graph.tenant, "contoso.onmicrosoft.com");
-    ck_assert_str_eq(config->graph.client_id, TEST_CLIENT_ID);
-    ck_assert_str_eq(config->graph.client_secret_file, secret_path);
-    ck_assert_str_eq(crd_secret_bytes(config->graph.client_secret), TEST_SECRET);
-    ck_assert_uint_eq(crd_secret_len(config->graph.client_secret), strlen(TEST_SECRET));
+    ck_assert_str_eq(config->tenants[0].tenant, "contoso.onmicrosoft.com");
+    ck_assert_str_eq(config->tenants[0].client_id, TEST_CLIENT_ID);
+    ck_assert_str_eq(config->tenants[0].client_secret_file, secret_path);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_secret), TEST_SECRET);
+    ck_assert_uint_eq(crd_secret_len(config->tenants[0].client_secret), strlen(TEST_SECRET));
     ck_assert_int_eq(config->graph.cloud, CRD_CLOUD_GLOBAL);
     ck_assert_str_eq(config->graph.login_url, "https://login.microsoftonline.com");
     ck_assert_str_eq(config->graph.graph_url, "https://graph.microsoft.com");
@@ -578,16 +658,16 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(config->listener.max_notifications, 1000);
     ck_assert_uint_eq(config->listener.threads, 4);
 
-    ck_assert_str_eq(config->subscription.resource, "/communications/callRecords");
+    ck_assert_str_eq(config->tenants[0].resource, "/communications/callRecords");
     ck_assert_str_eq(config->subscription.change_type, "updated");
     ck_assert_uint_eq(config->subscription.lifetime_ms, 4230ULL * 60 * 1000);
     ck_assert_uint_eq(config->subscription.renew_before_ms, 4230ULL * 60 * 1000 / 4);
     ck_assert_uint_eq(config->subscription.check_interval_ms, 15ULL * 60 * 1000);
     ck_assert_uint_eq(config->subscription.backfill_margin_ms, 10ULL * 60 * 1000);
-    ck_assert_ptr_null(config->subscription.participant_filter);
-    ck_assert_str_eq(config->subscription.resource, "/communications/callRecords");
-    ck_assert_ptr_null(config->subscription.client_state_file);
-    ck_assert_ptr_null(config->subscription.client_state);
+    ck_assert_ptr_null(config->tenants[0].participant_filter);
+    ck_assert_str_eq(config->tenants[0].resource, "/communications/callRecords");
+    ck_assert_ptr_null(config->tenants[0].client_state_file);
+    ck_assert_ptr_null(config->tenants[0].client_state);
 
     ck_assert_str_eq(config->store.state_directory, "/var/lib/callrecd");
     ck_assert_int_eq(config->store.durability, CRD_DURABILITY_PROCESS);
@@ -736,9 +816,9 @@ START_TEST(test_values)
         "fsync = record\n";
     struct crd_config *config = load_ok(text, NULL);
 
-    ck_assert_str_eq(config->graph.tenant, "2a37c3b7-f073-59a1-b249-42c4e33881c2");
-    ck_assert_str_eq(config->graph.client_id, TEST_CLIENT_ID);
-    ck_assert_str_eq(config->graph.client_secret_file, secret_path);
+    ck_assert_str_eq(config->tenants[0].tenant, "2a37c3b7-f073-59a1-b249-42c4e33881c2");
+    ck_assert_str_eq(config->tenants[0].client_id, TEST_CLIENT_ID);
+    ck_assert_str_eq(config->tenants[0].client_secret_file, secret_path);
     ck_assert_int_eq(config->graph.cloud, CRD_CLOUD_USGOVDOD);
     ck_assert_str_eq(config->graph.login_url, "http://127.0.0.1:9999/login");
     ck_assert_str_eq(config->graph.graph_url, "https://dod-graph.microsoft.us");
@@ -847,7 +927,7 @@ START_TEST(test_participant_filter)
         BASE "[subscription]\nparticipant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41, "
              "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n",
         NULL);
-    ck_assert_str_eq(config->subscription.resource,
+    ck_assert_str_eq(config->tenants[0].resource,
                      "/communications/callRecords?$filter=participants/any(p:p/id eq "
                      "'5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41' or p/id eq "
                      "'0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a')");
@@ -857,7 +937,7 @@ START_TEST(test_participant_filter)
     config = load_ok(BASE "[subscription]\nresource = /communications/callRecords\n"
                           "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n",
                      NULL);
-    ck_assert_str_eq(config->subscription.resource,
+    ck_assert_str_eq(config->tenants[0].resource,
                      "/communications/callRecords?$filter=participants/any(p:p/id eq "
                      "'5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41')");
     crd_config_free(config);
@@ -961,17 +1041,17 @@ START_TEST(test_secret_from_credentials)
         load_ok("[graph]\ntenant = contoso.onmicrosoft.com\nclient_id = " TEST_CLIENT_ID
                 "\n" SINK LISTENER,
                 &env);
-    ck_assert_ptr_null(config->graph.client_secret_file);
-    ck_assert_str_eq(crd_secret_bytes(config->graph.client_secret), "from-credentials");
-    ck_assert_ptr_null(config->subscription.client_state_file);
-    ck_assert_ptr_nonnull(config->subscription.client_state);
-    ck_assert_str_eq(crd_secret_bytes(config->subscription.client_state),
+    ck_assert_ptr_null(config->tenants[0].client_secret_file);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_secret), "from-credentials");
+    ck_assert_ptr_null(config->tenants[0].client_state_file);
+    ck_assert_ptr_nonnull(config->tenants[0].client_state);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_state),
                      "state-from-credentials");
     crd_config_free(config);
 
     /* A configured file wins over the credential. */
     config = load_ok(BASE, &env);
-    ck_assert_str_eq(crd_secret_bytes(config->graph.client_secret), TEST_SECRET);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_secret), TEST_SECRET);
     crd_config_free(config);
 
     /* A credentials directory without the file: the message names both ways. */
@@ -1015,7 +1095,7 @@ START_TEST(test_secret_loose_mode)
                      0);
     assert_diag(&diag, CRD_DIAGNOSTIC_WARNING, 4, "graph", "client_secret_file", needle);
     assert_no_secret(&diag);
-    ck_assert_str_eq(crd_secret_bytes(config->graph.client_secret), TEST_SECRET);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_secret), TEST_SECRET);
 
     free(needle);
     crd_diagnostics_clear(&diag);
@@ -1033,8 +1113,8 @@ START_TEST(test_client_state_file)
     char *text = NULL;
     ck_assert_int_ge(asprintf(&text, BASE "[subscription]\nclient_state_file = %s\n", good), 0);
     struct crd_config *config = load_ok(text, NULL);
-    ck_assert_str_eq(config->subscription.client_state_file, good);
-    ck_assert_str_eq(crd_secret_bytes(config->subscription.client_state),
+    ck_assert_str_eq(config->tenants[0].client_state_file, good);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_state),
                      "cr-4b8e1f0c9d2a47e6b3c5a7d9e1f20384");
     crd_config_free(config);
     free(text);
@@ -1062,7 +1142,7 @@ START_TEST(test_client_state_file)
     char *edge = crd_test_write_file(tmpdir, "state_edge", long_state, 0600);
     ck_assert_int_ge(asprintf(&text, BASE "[subscription]\nclient_state_file = %s\n", edge), 0);
     config = load_ok(text, NULL);
-    ck_assert_uint_eq(crd_secret_len(config->subscription.client_state), 128);
+    ck_assert_uint_eq(crd_secret_len(config->tenants[0].client_state), 128);
     crd_config_free(config);
     free(text);
     free(edge);
@@ -1355,6 +1435,374 @@ START_TEST(test_tls_problems)
 END_TEST
 
 /* ------------------------------------------------------------------------ */
+/* Tenants                                                                  */
+
+START_TEST(graph_form_default_tenant)
+{
+    struct crd_config *config = load_ok(BASE, NULL);
+    ck_assert_uint_eq(config->n_tenants, 1);
+    const struct crd_config_tenant *tenant = &config->tenants[0];
+    ck_assert_str_eq(tenant->name, "default");
+    ck_assert_str_eq(tenant->setting_prefix, "");
+    ck_assert_uint_eq(tenant->line, 0);
+    ck_assert_str_eq(tenant->tenant, "contoso.onmicrosoft.com");
+    ck_assert_str_eq(tenant->client_id, TEST_CLIENT_ID);
+    ck_assert_int_eq(tenant->assertion, CRD_ASSERTION_PS256);
+    ck_assert_str_eq(tenant->resource, "/communications/callRecords");
+    crd_config_free(config);
+
+    /* assertion and participant_filter of the [graph] form reach tenants[0] too. */
+    config = load_ok(GRAPH "assertion = rs256\n" SINK LISTENER "[subscription]\n"
+                           "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n",
+                     NULL);
+    ck_assert_uint_eq(config->n_tenants, 1);
+    ck_assert_int_eq(config->tenants[0].assertion, CRD_ASSERTION_RS256);
+    ck_assert_str_eq(config->tenants[0].participant_filter,
+                     "5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41");
+    ck_assert_str_eq(config->tenants[0].resource,
+                     "/communications/callRecords?$filter=participants/any(p:p/id eq "
+                     "'5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41')");
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(two_tenants_with_own_secrets)
+{
+    /* contoso names its files; fabrikam's secrets come from $CREDENTIALS_DIRECTORY. */
+    char *creds = make_credentials_dir();
+    free(crd_test_write_file(creds, "client_secret.fabrikam", "fabrikam-secret\n", 0400));
+    free(crd_test_write_file(creds, "client_state.fabrikam", "fabrikam-state\n", 0400));
+    /* The names of the [graph] form are not used for [tenant NAME] sections. */
+    free(crd_test_write_file(creds, "client_secret", "graph-form-secret\n", 0400));
+    free(crd_test_write_file(creds, "client_state", "graph-form-state\n", 0400));
+    char *state = crd_test_write_file(tmpdir, "contoso_state", "contoso-state\n", 0600);
+    struct crd_config_env env = {.credentials_directory = creds};
+
+    const char *text = "[tenant contoso]\n"                                    /* 1 */
+                       "tenant = " TENANT_A_ID "\n"                            /* 2 */
+                       "client_id = " TEST_CLIENT_ID "\n"                      /* 3 */
+                       "client_secret_file = @SECRET@\n"                       /* 4 */
+                       "client_state_file = @DIR@/contoso_state\n"             /* 5 */
+                       "assertion = rs256\n"                                   /* 6 */
+                       SINK LISTENER                                           /* 7-12 */
+                       "[tenant fabrikam]\n"                                   /* 13 */
+                       "tenant = 9C1D4E5F-7A8B-4C9D-8E0F-1A2B3C4D5E6F\n"       /* 14 */
+                       "client_id = 0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n";   /* 15 */
+    struct crd_config *config = load_ok(text, &env);
+    ck_assert_uint_eq(config->n_tenants, 2);
+
+    const struct crd_config_tenant *contoso = &config->tenants[0];
+    ck_assert_str_eq(contoso->name, "contoso");
+    ck_assert_str_eq(contoso->setting_prefix, "tenant.contoso.");
+    ck_assert_uint_eq(contoso->line, 1);
+    ck_assert_str_eq(contoso->tenant, TENANT_A_ID);
+    ck_assert_str_eq(contoso->client_id, TEST_CLIENT_ID);
+    ck_assert_str_eq(contoso->client_secret_file, secret_path);
+    ck_assert_str_eq(crd_secret_bytes(contoso->client_secret), TEST_SECRET);
+    ck_assert_ptr_null(contoso->client_certificate);
+    ck_assert_int_eq(contoso->assertion, CRD_ASSERTION_RS256);
+    ck_assert_ptr_null(contoso->participant_filter);
+    ck_assert_str_eq(contoso->resource, "/communications/callRecords");
+    ck_assert_str_eq(contoso->client_state_file, state);
+    ck_assert_str_eq(crd_secret_bytes(contoso->client_state), "contoso-state");
+
+    const struct crd_config_tenant *fabrikam = &config->tenants[1];
+    ck_assert_str_eq(fabrikam->name, "fabrikam");
+    ck_assert_str_eq(fabrikam->setting_prefix, "tenant.fabrikam.");
+    ck_assert_uint_eq(fabrikam->line, 13);
+    ck_assert_str_eq(fabrikam->tenant, TENANT_B_ID);
+    ck_assert_str_eq(fabrikam->client_id, "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a");
+    ck_assert_ptr_null(fabrikam->client_secret_file);
+    ck_assert_str_eq(crd_secret_bytes(fabrikam->client_secret), "fabrikam-secret");
+    ck_assert_int_eq(fabrikam->assertion, CRD_ASSERTION_PS256);
+    ck_assert_str_eq(fabrikam->resource, "/communications/callRecords");
+    ck_assert_ptr_null(fabrikam->client_state_file);
+    ck_assert_str_eq(crd_secret_bytes(fabrikam->client_state), "fabrikam-state");
+
+    /* The shared sections still load as before. */
+    ck_assert_str_eq(config->graph.graph_url, "https://graph.microsoft.com");
+    ck_assert_str_eq(config->subscription.change_type, "updated");
+    ck_assert_uint_eq(config->n_sinks, 1);
+    crd_config_free(config);
+
+    /* Without client_secret.fabrikam the generic client_secret does not stand in for it. */
+    char *removed = NULL;
+    ck_assert_int_ge(asprintf(&removed, "%s/client_secret.fabrikam", creds), 0);
+    ck_assert_int_eq(unlink(removed), 0);
+    free(removed);
+    struct crd_diagnostics diag = {0};
+    load_invalid(text, &env, &diag);
+    ck_assert_uint_eq(diag.n_errors, 1);
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 13, "tenant fabrikam", "client_secret_file",
+                "has no file 'client_secret.fabrikam'); set client_secret_file = "
+                "/etc/callrecd/client_secret.fabrikam");
+    crd_diagnostics_clear(&diag);
+
+    free(state);
+    crd_test_remove_tree(creds);
+    free(creds);
+}
+END_TEST
+
+START_TEST(tenants_without_secrets_for_tools)
+{
+    /* callrecctl reads no secret, so a file whose tenants have none still loads. */
+    struct crd_config_env env = {.skip_secrets = true};
+    struct crd_config *config =
+        load_ok("[tenant contoso]\ntenant = " TENANT_A_ID "\nclient_id = " TEST_CLIENT_ID "\n"
+                "[tenant fabrikam]\ntenant = " TENANT_B_ID "\nclient_id = " TEST_CLIENT_ID "\n"
+                "client_state_file = @DIR@/missing\n" SINK LISTENER,
+                &env);
+    ck_assert_uint_eq(config->n_tenants, 2);
+    for (size_t i = 0; i < config->n_tenants; i++) {
+        ck_assert_ptr_null(config->tenants[i].client_secret);
+        ck_assert_ptr_null(config->tenants[i].client_state);
+    }
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(tenant_participant_filters)
+{
+    const char *text = TENANTS
+        "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n"  /* 9: in fabrikam */
+        SINK LISTENER;
+    struct crd_config *config = load_ok(text, NULL);
+    ck_assert_ptr_null(config->tenants[0].participant_filter);
+    ck_assert_str_eq(config->tenants[0].resource, "/communications/callRecords");
+    ck_assert_str_eq(config->tenants[1].participant_filter,
+                     "5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41");
+    ck_assert_str_eq(config->tenants[1].resource,
+                     "/communications/callRecords?$filter=participants/any(p:p/id eq "
+                     "'5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41')");
+    crd_config_free(config);
+
+    /* [subscription] resource applies to every tenant... */
+    config = load_ok(MULTI "[subscription]\nresource = /communications/callRecords\n", NULL);
+    ck_assert_str_eq(config->tenants[0].resource, "/communications/callRecords");
+    ck_assert_str_eq(config->tenants[1].resource, "/communications/callRecords");
+    crd_config_free(config);
+
+    /* ...and another resource cannot be combined with a tenant's filter. */
+    struct crd_diagnostics diag = {0};
+    load_invalid(TENANTS "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n" SINK
+                 LISTENER "[subscription]\nresource = /communications/other\n",
+                 NULL, &diag);
+    ck_assert_uint_eq(diag.n_errors, 1);
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 9, "tenant fabrikam", "participant_filter",
+                "cannot be combined with resource '/communications/other' of [subscription] on "
+                "line 17; remove one of the two keys");
+    crd_diagnostics_clear(&diag);
+}
+END_TEST
+
+START_TEST(graph_keys_beside_tenants)
+{
+    /* Every per-tenant key of [graph] and [subscription] is reported, with the fix. */
+    char *text = NULL;
+    ck_assert_int_ge(asprintf(&text,
+                              "[graph]\n"                                          /* 1 */
+                              "tenant = contoso.onmicrosoft.com\n"                 /* 2 */
+                              "client_id = " TEST_CLIENT_ID "\n"                   /* 3 */
+                              "client_secret_file = @SECRET@\n"                    /* 4 */
+                              "client_certificate_file = /etc/callrecd/a.pem\n"    /* 5 */
+                              "client_key_file = /etc/callrecd/a.key\n"            /* 6 */
+                              "assertion = rs256\n"                                /* 7 */
+                              "cloud = usgov\n"                                    /* 8 */
+                              "[subscription]\n"                                   /* 9 */
+                              "participant_filter = 5b2a1e4c-37d2-4c3e-9a61-0f6d8e2b7c41\n"
+                              "client_state_file = /etc/callrecd/client_state\n"  /* 11 */
+                              "lifetime = 60min\n"                                 /* 12 */
+                              "%s",
+                              MULTI),
+                     0);
+    struct crd_diagnostics diag = {0};
+    load_invalid(text, NULL, &diag);
+    char *all = all_messages(&diag);
+    ck_assert_msg(diag.n_errors == 8, "%zu errors:%s", diag.n_errors, all);
+    free(all);
+
+    static const struct {
+        unsigned line;
+        const char *section;
+        const char *key;
+    } moved[] = {
+        {2, "graph", "tenant"},
+        {3, "graph", "client_id"},
+        {4, "graph", "client_secret_file"},
+        {5, "graph", "client_certificate_file"},
+        {6, "graph", "client_key_file"},
+        {7, "graph", "assertion"},
+        {10, "subscription", "participant_filter"},
+        {11, "subscription", "client_state_file"},
+    };
+    for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++) {
+        assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, moved[i].line, moved[i].section, moved[i].key,
+                    "the file has [tenant NAME] sections (the first on line 13), so each "
+                    "tenant's credentials and subscription keys belong in its own section; move "
+                    "this key into the [tenant NAME] sections");
+    }
+    crd_diagnostics_clear(&diag);
+    free(text);
+
+    /* The keys shared by all tenants stay in [graph] and [subscription]. */
+    struct crd_config *config =
+        load_ok("[graph]\ncloud = usgov\n[subscription]\nlifetime = 60min\n" MULTI, NULL);
+    ck_assert_int_eq(config->graph.cloud, CRD_CLOUD_USGOV);
+    ck_assert_uint_eq(config->subscription.lifetime_ms, 60ULL * 60 * 1000);
+    ck_assert_uint_eq(config->n_tenants, 2);
+    crd_config_free(config);
+}
+END_TEST
+
+START_TEST(tenant_errors_all_reported)
+{
+    const char *text = "[tenant contoso]\n"                              /* 1 */
+                       "tenant = contoso.onmicrosoft.com\n"              /* 2 */
+                       "client_id = " TEST_CLIENT_ID "\n"                /* 3 */
+                       "client_secret_file = @SECRET@\n"                 /* 4 */
+                       "[tenant fabrikam]\n"                             /* 5 */
+                       "tenant = " TENANT_B_ID "\n"                      /* 6 */
+                       "client_secret_file = @SECRET@\n"                 /* 7 */
+                       "[tenant contoso]\n"                              /* 8 */
+                       "tenant = " TENANT_B_ID "\n"                      /* 9 */
+                       "client_id = " TEST_CLIENT_ID "\n"                /* 10 */
+                       "client_secret_file = @SECRET@\n"                 /* 11 */
+                       "assertion = es256\n"                             /* 12 */
+                       SINK LISTENER;
+    struct crd_diagnostics diag = {0};
+    load_invalid(text, NULL, &diag);
+    char *all = all_messages(&diag);
+    ck_assert_msg(diag.n_errors == 5, "%zu errors:%s", diag.n_errors, all);
+    free(all);
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 2, "tenant contoso", "tenant", "a domain name");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 5, "tenant fabrikam", "client_id",
+                "required key is missing; add client_id = ");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 8, "tenant contoso", NULL,
+                "duplicate tenant name; [tenant contoso] is already on line 1");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 9, "tenant contoso", "tenant",
+                "the same tenant as [tenant fabrikam] on line 6");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 12, "tenant contoso", "assertion",
+                "did you mean 'ps256'? Use ps256 or rs256");
+    crd_diagnostics_clear(&diag);
+}
+END_TEST
+
+START_TEST(tenant_secrets_never_shown)
+{
+    char *creds = make_credentials_dir();
+    free(crd_test_write_file(creds, "client_secret.fabrikam", TEST_SECRET "\nsecond line\n",
+                             0400));
+    free(crd_test_write_file(creds, "client_state.fabrikam", TEST_SECRET " with spaces", 0400));
+    free(crd_test_write_file(tmpdir, "loose_secret", TEST_SECRET "\n", 0644));
+    free(crd_test_write_file(tmpdir, "bad_key", TEST_SECRET "\n", 0600));
+    free(crd_test_write_file(tmpdir, "bad_cert", TEST_SECRET "\n", 0644));
+    const char *text = "[tenant contoso]\n"                                    /* 1 */
+                       "tenant = " TENANT_A_ID "\n"                            /* 2 */
+                       "client_id = " TEST_CLIENT_ID "\n"                      /* 3 */
+                       "client_secret_file = @DIR@/loose_secret\n"             /* 4 */
+                       "client_secret = " TEST_SECRET "\n"                     /* 5 */
+                       "[tenant fabrikam]\n"                                   /* 6 */
+                       "tenant = " TENANT_B_ID "\n"                            /* 7 */
+                       "client_id = " TEST_CLIENT_ID "\n"                      /* 8 */
+                       "[tenant northwind]\n"                                  /* 9 */
+                       "tenant = 0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a\n"       /* 10 */
+                       "client_id = " TEST_CLIENT_ID "\n"                      /* 11 */
+                       "client_certificate_file = @DIR@/bad_cert\n"            /* 12 */
+                       "client_key_file = @DIR@/bad_key\n"                     /* 13 */
+                       "[tenant " TEST_SECRET "]\n"                            /* 14 */
+                       SINK LISTENER;
+    struct crd_config_env env = {.credentials_directory = creds};
+    struct crd_diagnostics diag = {0};
+    load_invalid(text, &env, &diag);
+    char *all = all_messages(&diag);
+    ck_assert_msg(strstr(all, TEST_SECRET) == NULL, "secret shown:%s", all);
+    ck_assert_msg(diag.n_errors == 5, "%zu errors:%s", diag.n_errors, all);
+    free(all);
+    assert_diag(&diag, CRD_DIAGNOSTIC_WARNING, 4, "tenant contoso", "client_secret_file",
+                "chmod 600");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 5, "tenant contoso", "client_secret",
+                "Secrets do not belong in this file");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 6, "tenant fabrikam", "client_secret_file",
+                "not on one line");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 6, "tenant fabrikam", "client_state_file",
+                "must be 1 to 128 printable ASCII characters without spaces");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 12, "tenant northwind", "client_certificate_file",
+                "bad_cert");
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 14, "tenant", NULL, "invalid tenant name");
+    crd_diagnostics_clear(&diag);
+    crd_test_remove_tree(creds);
+    free(creds);
+}
+END_TEST
+
+static EVP_PKEY *make_rsa_key(void)
+{
+    EVP_PKEY *key = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(EVP_PKEY_keygen_init(ctx), 1);
+    ck_assert_int_eq(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048), 1);
+    ck_assert_int_eq(EVP_PKEY_keygen(ctx, &key), 1);
+    EVP_PKEY_CTX_free(ctx);
+    return key;
+}
+
+START_TEST(tenant_certificate_from_credentials)
+{
+    char *creds = make_credentials_dir();
+    EVP_PKEY *key = make_rsa_key();
+    X509 *cert = make_cert(key, -1, 30);
+    char *cert_text = cert_pem(cert);
+    char *key_text = key_pem(key, NULL);
+    free(crd_test_write_file(creds, "client_certificate.fabrikam", cert_text, 0400));
+    free(crd_test_write_file(creds, "client_key.fabrikam", key_text, 0400));
+    struct crd_config_env env = {.credentials_directory = creds};
+
+    struct crd_config *config = load_ok(
+        "[tenant contoso]\ntenant = " TENANT_A_ID "\nclient_id = " TEST_CLIENT_ID "\n"
+        "client_secret_file = @SECRET@\n"
+        "[tenant fabrikam]\ntenant = " TENANT_B_ID "\nclient_id = " TEST_CLIENT_ID "\n" SINK
+        LISTENER,
+        &env);
+    const struct crd_config_tenant *contoso = &config->tenants[0];
+    const struct crd_config_tenant *fabrikam = &config->tenants[1];
+    ck_assert_ptr_null(contoso->client_certificate);
+    ck_assert_str_eq(crd_secret_bytes(contoso->client_secret), TEST_SECRET);
+    ck_assert_ptr_null(fabrikam->client_secret);
+    ck_assert_str_eq(fabrikam->client_certificate, cert_text);
+    ck_assert_str_eq(crd_secret_bytes(fabrikam->client_key), key_text);
+    crd_config_free(config);
+
+    /* A certificate without its key names the tenant's credential. */
+    char *removed = NULL;
+    ck_assert_int_ge(asprintf(&removed, "%s/client_key.fabrikam", creds), 0);
+    ck_assert_int_eq(unlink(removed), 0);
+    free(removed);
+    struct crd_diagnostics diag = {0};
+    load_invalid("[tenant fabrikam]\ntenant = " TENANT_B_ID "\nclient_id = " TEST_CLIENT_ID "\n"
+                 SINK LISTENER,
+                 &env, &diag);
+    ck_assert_uint_eq(diag.n_errors, 1);
+    assert_diag(&diag, CRD_DIAGNOSTIC_ERROR, 1, "tenant fabrikam", "client_key_file",
+                "has no file 'client_key.fabrikam'); set client_key_file = "
+                "/etc/callrecd/client.key (mode 0600), or pass the credential "
+                "'client_key.fabrikam'");
+    for (size_t i = 0; i < diag.n_items; i++) {
+        ck_assert_ptr_null(strstr(diag.items[i].message, "PRIVATE KEY"));
+    }
+    crd_diagnostics_clear(&diag);
+
+    free(cert_text);
+    free(key_text);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    crd_test_remove_tree(creds);
+    free(creds);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
 /* The shipped example                                                      */
 
 START_TEST(test_example_config)
@@ -1375,9 +1823,9 @@ START_TEST(test_example_config)
     ck_assert_msg(r == 0 && diag.n_items == 0, "%s: %d:%s", path, r, all);
     free(all);
 
-    ck_assert_str_eq(config->graph.tenant, "contoso.onmicrosoft.com");
-    ck_assert_ptr_null(config->graph.client_secret_file);
-    ck_assert_str_eq(crd_secret_bytes(config->graph.client_secret), TEST_SECRET);
+    ck_assert_str_eq(config->tenants[0].tenant, "contoso.onmicrosoft.com");
+    ck_assert_ptr_null(config->tenants[0].client_secret_file);
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_secret), TEST_SECRET);
     ck_assert_str_eq(config->listener.public_url, "https://callrecd.example.com:8443");
     ck_assert(config->listener.tls);
     ck_assert_str_eq(config->listener.tls_certificate, m.cert_text);
@@ -1397,6 +1845,83 @@ START_TEST(test_example_config)
 
     crd_diagnostics_clear(&diag);
     free(path);
+    free_tls(&m);
+    EVP_PKEY_free(key);
+    crd_test_remove_tree(creds);
+    free(creds);
+}
+END_TEST
+
+/*
+ * The shipped example as an operator turns it into a file for several
+ * tenants: the [tenant NAME] sections uncommented, [graph] tenant and
+ * client_id commented out.
+ */
+static char *example_with_tenants(void)
+{
+    char *path = NULL;
+    ck_assert_int_ge(asprintf(&path, "%s/config/callrecd.conf", crd_test_srcdir()), 0);
+    char *example = crd_test_read_file(path, NULL);
+    ck_assert_ptr_nonnull(example);
+    free(path);
+
+    char *out = calloc(1, 2 * strlen(example) + 1);
+    ck_assert_ptr_nonnull(out);
+    bool in_tenant = false;
+    size_t n_uncommented = 0;
+    char *cursor = example;
+    for (char *line = strsep(&cursor, "\n"); line != NULL; line = strsep(&cursor, "\n")) {
+        if (strncmp(line, "#[tenant ", 9) == 0) {
+            in_tenant = true;
+        } else if (in_tenant && line[0] != '#') {
+            in_tenant = false;
+        }
+        if (in_tenant) {
+            strcat(out, line + 1);
+            n_uncommented++;
+        } else if (strncmp(line, "tenant = ", 9) == 0 || strncmp(line, "client_id = ", 12) == 0) {
+            strcat(out, "#");
+            strcat(out, line);
+        } else {
+            strcat(out, line);
+        }
+        strcat(out, "\n");
+    }
+    ck_assert_uint_ge(n_uncommented, 6);
+    free(example);
+    return out;
+}
+
+START_TEST(example_tenant_sections)
+{
+    char *creds = make_credentials_dir();
+    EVP_PKEY *key = make_ec_key();
+    struct tls_material m = {0};
+    write_tls(creds, key, key, false, NULL, &m);
+    EVP_PKEY *client_key = make_rsa_key();
+    X509 *client_cert = make_cert(client_key, -1, 30);
+    char *client_cert_text = cert_pem(client_cert);
+    char *client_key_text = key_pem(client_key, NULL);
+    free(crd_test_write_file(creds, "client_secret.contoso", TEST_SECRET "\n", 0400));
+    free(crd_test_write_file(creds, "client_certificate.fabrikam", client_cert_text, 0400));
+    free(crd_test_write_file(creds, "client_key.fabrikam", client_key_text, 0400));
+    struct crd_config_env env = {.credentials_directory = creds};
+
+    char *text = example_with_tenants();
+    struct crd_config *config = load_ok(text, &env);
+    ck_assert_uint_eq(config->n_tenants, 2);
+    ck_assert_str_eq(config->tenants[0].name, "contoso");
+    ck_assert_str_eq(crd_secret_bytes(config->tenants[0].client_secret), TEST_SECRET);
+    ck_assert_str_eq(config->tenants[1].name, "fabrikam");
+    ck_assert_str_eq(config->tenants[1].client_certificate, client_cert_text);
+    ck_assert_ptr_nonnull(strstr(config->tenants[1].resource, "participants/any"));
+    crd_config_free(config);
+
+    free(text);
+    free(client_cert_text);
+    free(client_key_text);
+    X509_free(client_cert);
+    EVP_PKEY_free(client_key);
     free_tls(&m);
     EVP_PKEY_free(key);
     crd_test_remove_tree(creds);
@@ -1444,9 +1969,22 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_tls_problems);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("tenants");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, graph_form_default_tenant);
+    tcase_add_test(tc, two_tenants_with_own_secrets);
+    tcase_add_test(tc, tenants_without_secrets_for_tools);
+    tcase_add_test(tc, tenant_participant_filters);
+    tcase_add_test(tc, graph_keys_beside_tenants);
+    tcase_add_test(tc, tenant_errors_all_reported);
+    tcase_add_test(tc, tenant_secrets_never_shown);
+    tcase_add_test(tc, tenant_certificate_from_credentials);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("example");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_example_config);
+    tcase_add_test(tc, example_tenant_sections);
     tcase_add_test(tc, test_subscription_durations);
     tcase_add_test(tc, test_participant_filter);
     suite_add_tcase(s, tc);

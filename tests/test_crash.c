@@ -60,6 +60,7 @@ static void setup(void)
 
     crd_test_graph_start(&graph, &env, NULL);
     ck_assert_int_eq(crd_test_env_start(&env), 0);
+    ck_assert(crd_test_env_wait_for_subscriptions(&env, 1));
 }
 
 static long control(const char *path, json_t *body, json_t **ret_json)

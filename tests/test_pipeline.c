@@ -60,6 +60,10 @@ static void start_all(void)
         fprintf(stderr, "callrecd did not become ready\n");
         exit(1);
     }
+    if (!crd_test_env_wait_for_subscriptions(&env, 1)) {
+        fprintf(stderr, "callrecd did not get its subscription\n");
+        exit(1);
+    }
 }
 
 static void stop_all(void)
@@ -359,7 +363,7 @@ START_TEST(metrics_count_deliveries)
         ck_assert_msg(strtol(at + strlen(samples[i]), NULL, 10) >= 5, "%s is below 5 in:\n%s",
                       samples[i], response.body);
     }
-    ck_assert_ptr_nonnull(strstr(response.body, "callrecd_graph_outage 0\n"));
+    ck_assert_ptr_nonnull(strstr(response.body, "callrecd_graph_outage{tenant=\"default\"} 0\n"));
     crd_test_response_clear(&response);
     free(url);
 }

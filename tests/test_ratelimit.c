@@ -320,6 +320,7 @@ START_TEST(daemon_burst_meets_quotas)
     const char *const quotas[] = {"--quota-tenant", "30/2", "--quota-record", "4/2", NULL};
     crd_test_graph_start(&daemon_graph, &daemon_env, quotas);
     ck_assert_int_eq(crd_test_env_start(&daemon_env), 0);
+    ck_assert(crd_test_env_wait_for_subscriptions(&daemon_env, 1));
 
     char *fixture = crd_test_fixture_path("callrecord-p2p-v1.json");
     json_t *template = json_load_file(fixture, 0, NULL);
