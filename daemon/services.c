@@ -53,6 +53,7 @@ static int open_store(struct services *services, struct crd_error *err)
         .durability = config->store.durability,
         /* Give up on a locked database well inside the 3 s Graph waits for a response. */
         .busy_timeout_ms = 1000,
+        .job_coalesce_ms = config->fetch.coalesce_window_ms,
     };
     struct crd_store_open_report report = {0};
     int r = crd_store_open(&options, &services->store, &report, err);

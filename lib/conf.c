@@ -209,6 +209,10 @@ static const struct conf_option store_options[] = {
 static const struct conf_option fetch_options[] = {
     {.name = "workers", .type = CONF_UNSIGNED, .default_value = "4", CONF_CFG(fetch.workers),
      .min = 1, .max = 64, .description = "Threads that fetch call records"},
+    {.name = "coalesce_window", .type = CONF_DURATION, .default_value = "1s", .unit = "ms",
+     CONF_CFG(fetch.coalesce_window_ms), .min = 0, .max = 10 * 60 * 1000,
+     .description = "How long a job waits after its first notification, so that a burst for one "
+                    "call makes one fetch"},
     {.name = "not_found_horizon", .type = CONF_DURATION, .default_value = "4h", .unit = "ms",
      CONF_CFG(fetch.not_found_horizon_ms), .min = 1000, .max = 31ULL * 24 * 3600 * 1000,
      .description = "How long after the first notification a 404 still means not available yet"},

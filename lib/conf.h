@@ -128,6 +128,7 @@ struct crd_config {
 
     struct {
         unsigned workers;
+        uint64_t coalesce_window_ms;      /* a job waits this long after its first notification */
         uint64_t not_found_horizon_ms;    /* 404 means "not available yet" this long after the first notification */
         uint64_t retry_base_ms;           /* first retry delay, doubled per attempt with jitter */
         uint64_t retry_max_ms;            /* cap of that delay */

@@ -248,6 +248,8 @@ static const struct invalid_case invalid_cases[] = {
      "graph", "client_secret", "did you mean 'client_secret_file'?", 1},
     {"key of another section", GRAPH "port = 8443\n" SINK LISTENER, 5, "graph", "port",
      "'port' belongs in [listener]", 1},
+    {"coalescing window too long", BASE "[fetch]\ncoalesce_window = 20min\n", 12, "fetch",
+     "coalesce_window", "20min", 1},
     {"unknown key without a suggestion", BASE "[reconcile]\nbanana = 4\n", 12, "reconcile",
      "banana", "the keys of this section are interval, window or startup_max", 1},
     {"unknown section with a suggestion", BASE "[listner]\nport = 1\nwhatever = 2\n", 11,
@@ -723,6 +725,7 @@ START_TEST(outage_and_backlog_values)
     ck_assert_uint_eq(defaults->fetch.outage_failure_percent, 80);
     ck_assert_uint_eq(defaults->fetch.outage_min_attempts, 10);
     ck_assert_uint_eq(defaults->fetch.outage_backoff_max_ms, 5ULL * 60 * 1000);
+    ck_assert_uint_eq(defaults->fetch.coalesce_window_ms, 1000);
     ck_assert_uint_eq(defaults->sinks[0].max_backlog, 100000);
     ck_assert_uint_eq(defaults->sinks[0].max_backlog_age_ms, 24ULL * 3600 * 1000);
     crd_config_free(defaults);
@@ -731,6 +734,7 @@ START_TEST(outage_and_backlog_values)
                             "outage_failure_percent = 50\n"
                             "outage_min_attempts = 3\n"
                             "outage_backoff_max = 90s\n"
+                            "coalesce_window = 0\n"
                             "[sink extra]\n"
                             "type = stdout\n"
                             "max_backlog = 0\n"
@@ -739,6 +743,7 @@ START_TEST(outage_and_backlog_values)
     ck_assert_uint_eq(config->fetch.outage_failure_percent, 50);
     ck_assert_uint_eq(config->fetch.outage_min_attempts, 3);
     ck_assert_uint_eq(config->fetch.outage_backoff_max_ms, 90000);
+    ck_assert_uint_eq(config->fetch.coalesce_window_ms, 0);
     ck_assert_uint_eq(config->sinks[1].max_backlog, 0);
     ck_assert_uint_eq(config->sinks[1].max_backlog_age_ms, 2ULL * 3600 * 1000);
     crd_config_free(config);
