@@ -74,6 +74,20 @@ void crd_test_graph_start(struct crd_test_graph *graph, const struct crd_test_en
     free(ready);
 }
 
+json_t *crd_test_get_json(const char *base_url, const char *path, const char *ca_file)
+{
+    char *url = NULL;
+    ck_assert_int_ge(asprintf(&url, "%s%s", base_url, path), 0);
+    struct crd_test_response response;
+    int code = crd_test_http("GET", url, NULL, NULL, 0, ca_file, &response);
+    ck_assert_msg(code == 0, "GET %s failed with curl code %d", url, code);
+    json_t *value = json_loads(response.body, 0, NULL);
+    ck_assert_msg(value != NULL, "GET %s answered HTTP %ld without JSON", url, response.status);
+    crd_test_response_clear(&response);
+    free(url);
+    return value;
+}
+
 long crd_test_graph_control(const struct crd_test_graph *graph, const char *path, json_t *body,
                             json_t **ret_answer)
 {

@@ -43,6 +43,12 @@ char *crd_test_graph_config(const struct crd_test_graph *graph);
 void crd_test_graph_start(struct crd_test_graph *graph, const struct crd_test_env *env,
                           const char *const *extra_arguments);
 
+/*
+ * GETs base_url + path, trusting ca_file, and returns the parsed JSON body.
+ * Fails the test when the request fails or the body is not JSON.
+ */
+json_t *crd_test_get_json(const char *base_url, const char *path, const char *ca_file);
+
 /* POSTs body to /_fakegraph/PATH; returns the HTTP status and, when wanted, the parsed body. */
 long crd_test_graph_control(const struct crd_test_graph *graph, const char *path, json_t *body,
                             json_t **ret_answer);

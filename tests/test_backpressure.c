@@ -108,12 +108,7 @@ static size_t requests_for(unsigned index)
 {
     char call_id[64];
     call_id_of(index, call_id, sizeof(call_id));
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/_fakegraph/requests", graph.base_url), 0);
-    struct crd_test_response response;
-    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, graph.ca_file, &response), 0);
-    json_t *log = json_loads(response.body, 0, NULL);
-    ck_assert_ptr_nonnull(log);
+    json_t *log = crd_test_get_json(graph.base_url, "/_fakegraph/requests", graph.ca_file);
     size_t count = 0;
     size_t i;
     json_t *entry;
@@ -124,25 +119,16 @@ static size_t requests_for(unsigned index)
         }
     }
     json_decref(log);
-    crd_test_response_clear(&response);
-    free(url);
     return count;
 }
 
 /* The "backpressure" member of /healthz; the caller json_decref()s it. */
 static json_t *backpressure_health(void)
 {
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/healthz", env.base_url), 0);
-    struct crd_test_response response;
-    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, env.ca_file, &response), 0);
-    json_t *health = json_loads(response.body, 0, NULL);
-    ck_assert_ptr_nonnull(health);
+    json_t *health = crd_test_get_json(env.base_url, "/healthz", env.ca_file);
     json_t *backpressure = json_incref(json_object_get(health, "backpressure"));
     ck_assert_ptr_nonnull(backpressure);
     json_decref(health);
-    crd_test_response_clear(&response);
-    free(url);
     return backpressure;
 }
 

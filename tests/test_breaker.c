@@ -282,12 +282,7 @@ static void notify(const char *call_id)
 /* Number of call record requests in fakegraph's request log. */
 static size_t record_requests(void)
 {
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/_fakegraph/requests", graph.base_url), 0);
-    struct crd_test_response response;
-    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, graph.ca_file, &response), 0);
-    json_t *log = json_loads(response.body, 0, NULL);
-    ck_assert_ptr_nonnull(log);
+    json_t *log = crd_test_get_json(graph.base_url, "/_fakegraph/requests", graph.ca_file);
     size_t count = 0;
     size_t index;
     json_t *entry;
@@ -298,8 +293,6 @@ static size_t record_requests(void)
         }
     }
     json_decref(log);
-    crd_test_response_clear(&response);
-    free(url);
     return count;
 }
 
@@ -322,18 +315,11 @@ static int64_t counted_attempts(void)
 /* The "graph" member of /healthz, state only; malloc'ed. */
 static char *graph_health_state(void)
 {
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/healthz", env.base_url), 0);
-    struct crd_test_response response;
-    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, env.ca_file, &response), 0);
-    json_t *health = json_loads(response.body, 0, NULL);
-    ck_assert_ptr_nonnull(health);
+    json_t *health = crd_test_get_json(env.base_url, "/healthz", env.ca_file);
     json_t *graph_status = json_object_get(health, "graph");
     ck_assert_ptr_nonnull(json_object_get(graph_status, "since"));
     char *state = strdup(json_string_value(json_object_get(graph_status, "state")));
     json_decref(health);
-    crd_test_response_clear(&response);
-    free(url);
     return state;
 }
 

@@ -38,19 +38,13 @@ static void stop_all(void)
 /* GET requests fakegraph received for the call record itself (not its pages). */
 static long record_fetches(const char *call_id)
 {
-    char *url = NULL;
     char *key = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/_fakegraph/request-counts", world.graph.base_url), 0);
     ck_assert_int_ge(asprintf(&key, "GET /v1.0/communications/callRecords/%s", call_id), 0);
-    struct crd_test_response response;
-    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, world.graph.ca_file, &response), 0);
-    json_t *counts = json_loads(response.body, 0, NULL);
-    ck_assert_ptr_nonnull(counts);
+    json_t *counts = crd_test_get_json(world.graph.base_url, "/_fakegraph/request-counts",
+                                       world.graph.ca_file);
     long count = (long)json_integer_value(json_object_get(counts, key));
     json_decref(counts);
-    crd_test_response_clear(&response);
     free(key);
-    free(url);
     return count;
 }
 

@@ -136,14 +136,7 @@ static long notify_pair(const char *subscription_id, const char *tenant, const c
 /* GETs /_fakegraph/subscriptions. */
 static json_t *list_subscriptions(void)
 {
-    char *url = NULL;
-    ck_assert_int_ge(asprintf(&url, "%s/_fakegraph/subscriptions", graph.base_url), 0);
-    struct crd_test_response response;
-    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, graph.ca_file, &response), 0);
-    json_t *answer = json_loads(response.body, 0, NULL);
-    ck_assert_ptr_nonnull(answer);
-    crd_test_response_clear(&response);
-    free(url);
+    json_t *answer = crd_test_get_json(graph.base_url, "/_fakegraph/subscriptions", graph.ca_file);
     json_t *list = json_is_array(answer) ? answer : json_incref(json_object_get(answer, "value"));
     if (list != answer) {
         json_decref(answer);
