@@ -178,6 +178,20 @@ static void wait_for_subscriptions(char id_a[CRD_GUID_LEN + 1], char id_b[CRD_GU
     ck_abort_msg("the two tenants did not each get one subscription");
 }
 
+/* The /metrics text of callrecd; malloc'ed. */
+static char *metrics_text(void)
+{
+    char *url = NULL;
+    ck_assert_int_ge(asprintf(&url, "%s/metrics", env.base_url), 0);
+    struct crd_test_response response;
+    ck_assert_int_eq(crd_test_http("GET", url, NULL, NULL, 0, env.ca_file, &response), 0);
+    ck_assert_int_eq(response.status, 200);
+    char *text = strdup(response.body);
+    crd_test_response_clear(&response);
+    free(url);
+    return text;
+}
+
 static bool delivered(const char *tenant, const char *call_id)
 {
     char *needle = NULL;
@@ -203,6 +217,23 @@ START_TEST(each_tenant_gets_its_subscription_and_records)
 
     ck_assert_msg(delivered(TENANT_A, call_a), "contoso's record never arrived");
     ck_assert_msg(delivered(TENANT_B, call_b), "fabrikam's record never arrived");
+
+    json_t *health = crd_test_get_json(env.base_url, "/healthz", env.ca_file);
+    json_t *tenants = json_object_get(health, "tenants");
+    ck_assert_uint_eq(json_array_size(tenants), 2);
+    const char *names[] = {"contoso", "fabrikam"};
+    const char *ids[] = {id_a, id_b};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *tenant = json_array_get(tenants, i);
+        json_t *subscription = json_object_get(tenant, "subscription");
+        ck_assert_str_eq(json_string_value(json_object_get(tenant, "name")), names[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(subscription, "state")), "active");
+        ck_assert_str_eq(json_string_value(json_object_get(subscription, "id")), ids[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(tenant, "graph"),
+                                                           "state")),
+                         "closed");
+    }
+    json_decref(health);
 }
 END_TEST
 
@@ -229,6 +260,14 @@ START_TEST(mismatched_pairs_are_dropped)
     ck_assert(crd_test_wait_for_text(env.log_path, "is not one this instance serves",
                                      TIMEOUT_MS));
     ck_assert_int_eq(crd_test_count_lines(sink_path, (const char *[]){call, NULL}), 0);
+    char *metrics = metrics_text();
+    ck_assert_ptr_nonnull(
+        strstr(metrics, "callrecd_notifications_total{outcome=\"subscription_mismatch\"} 1\n"));
+    ck_assert_ptr_nonnull(
+        strstr(metrics, "callrecd_notifications_total{outcome=\"client_state_mismatch\"} 1\n"));
+    ck_assert_ptr_nonnull(
+        strstr(metrics, "callrecd_notifications_total{outcome=\"tenant_mismatch\"} 1\n"));
+    free(metrics);
 
     /* The matching triple is accepted. */
     ck_assert_int_eq(notify_pair(id_b, TENANT_B, CLIENT_STATE_B, call), 202);
