@@ -154,8 +154,8 @@ static int run(const struct crd_config *config)
     }
 
     CRD_LOG_AT(CRD_LOG_NOTICE, MESSAGE_ID_STARTED, NULL,
-               "%s listening on port %u (%s); notifications at %s%s; %zu tenants, %zu sinks, "
-               "%u fetch workers per tenant",
+               "%s listening on port %u (%s); notifications at %s%s; tenants: %zu, sinks: %zu, "
+               "fetch workers per tenant: %u",
                PACKAGE_STRING, crd_listener_port(services.listener),
                config->listener.tls ? "HTTPS" : "plain HTTP behind a TLS proxy",
                config->listener.public_url, config->listener.notification_path,
