@@ -56,6 +56,7 @@ static int obtain_client_state(struct tenant *tenant, struct crd_error *err)
     crd_base64url_encode(random_bytes, sizeof(random_bytes), encoded);
     r = crd_store_set_setting(store, key, encoded, err);
     if (r == 0) {
+        tenant->client_state_generated = true;
         r = crd_secret_new(encoded, strlen(encoded), &tenant->client_state, err);
         struct crd_log_ids ids = tenant_ids(tenant);
         crd_log_info(&ids, "generated a new clientState for tenant '%s' and saved it in the store",
@@ -200,6 +201,7 @@ static int create_subscription_manager(struct tenant *tenant, struct crd_error *
         .notification_url = tenant->shared->notification_url,
         .lifecycle_url = tenant->shared->lifecycle_url,
         .client_state = tenant->client_state,
+        .client_state_generated = tenant->client_state_generated,
         .lifetime_ms = (int64_t)config->subscription.lifetime_ms,
         .renew_before_ms = (int64_t)config->subscription.renew_before_ms,
         .check_interval_ms = (int64_t)config->subscription.check_interval_ms,

@@ -41,6 +41,7 @@ struct tenant {
     const struct tenant_shared *shared;
     char *guid;                            /* the tenant id when configured as a GUID, else NULL */
     struct crd_secret *client_state;
+    bool client_state_generated;           /* made at this start: no subscription carries it */
     struct crd_assertion_signer *assertion_signer;  /* NULL with a client secret */
     struct crd_graph_limits *graph_limits; /* Graph counts one app's requests per tenant */
     struct crd_graph *graph;               /* the fetch workers' client */

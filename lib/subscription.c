@@ -434,9 +434,18 @@ static int ensure_subscription(struct crd_subscription *manager, struct crd_erro
         goto out;
     }
 
-    /* Every adoptable one but the first is a duplicate of it. */
+    /*
+     * Every adoptable one but the first is a duplicate of it. With a new
+     * clientState none is adoptable: Graph would send the old one.
+     */
     size_t n_adoptable = json_array_size(listing.adoptable);
-    for (size_t i = 1; i < n_adoptable; i++) {
+    size_t first_stale = manager->options.client_state_generated ? 0 : 1;
+    if (first_stale == 0 && n_adoptable > 0) {
+        crd_log_warn(&manager->ids, "the clientState is new (none was configured or kept in the "
+                     "store), so the %zu existing subscriptions for this instance carry another "
+                     "one; replacing them", n_adoptable);
+    }
+    for (size_t i = first_stale; i < n_adoptable; i++) {
         if (json_array_append(listing.stale, json_array_get(listing.adoptable, i)) < 0) {
             r = crd_error_set(err, -ENOMEM, "out of memory");
             goto out;
@@ -454,9 +463,11 @@ static int ensure_subscription(struct crd_subscription *manager, struct crd_erro
         }
     }
 
-    r = adopt_first(manager, listing.adoptable, false, err);
-    if (r != -ENOENT) {
-        goto out;
+    if (first_stale == 1) {
+        r = adopt_first(manager, listing.adoptable, false, err);
+        if (r != -ENOENT) {
+            goto out;
+        }
     }
 
     /* The subscription of the previous run is gone: notifications may have been missed. */

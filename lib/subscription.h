@@ -56,6 +56,12 @@ struct crd_subscription_options {
     const char *notification_url;          /* public_url + notification_path */
     const char *lifecycle_url;             /* public_url + lifecycle_path */
     const struct crd_secret *client_state;
+    /*
+     * The clientState was generated at this start, so no subscription in
+     * Graph carries it: one that matches is deleted and replaced, not
+     * adopted, since its notifications would fail the clientState check.
+     */
+    bool client_state_generated;
     int64_t lifetime_ms;                   /* requested at each creation and renewal */
     int64_t renew_before_ms;               /* renew this long before expiry */
     int64_t check_interval_ms;             /* GET of the subscription; 0: never */

@@ -320,6 +320,46 @@ START_TEST(conflict_on_create_adopts)
 }
 END_TEST
 
+START_TEST(new_client_state_replaces_subscription)
+{
+    create_world("");
+    /* No client_state_file: callrecd generates a clientState on this first start. */
+    char *config = crd_test_read_file(env.config_path, NULL);
+    char *line = strstr(config, "client_state_file = ");
+    ck_assert_ptr_nonnull(line);
+    char *end = strchr(line, '\n');
+    memmove(line, end + 1, strlen(end + 1) + 1);
+    free(crd_test_write_file(env.dir, "callrecd.conf", config, 0600));
+    free(config);
+    /* A subscription for this instance's URL, made with some other clientState. */
+    char *body = NULL;
+    char expiry[40];
+    crd_time_format_iso8601(crd_time_now_ms() + 3600 * 1000, expiry, sizeof(expiry));
+    if (asprintf(&body, "{\"changeType\":\"updated\",\"resource\":\"/communications/callRecords\","
+                        "\"notificationUrl\":\"%s/notify\",\"lifecycleNotificationUrl\":"
+                        "\"%s/lifecycle\",\"clientState\":\"an-old-secret\","
+                        "\"expirationDateTime\":\"%s\"}",
+                 env.base_url, env.base_url, expiry) < 0) {
+        abort();
+    }
+    json_decref(control("POST", "/subscriptions", body, 201));
+    free(body);
+    char old[CRD_GUID_LEN + 1];
+    current_id(old);
+
+    ck_assert_int_eq(crd_test_env_start(&env), 0);
+    ck_assert(wait_in_log("the clientState is new"));
+    ck_assert(wait_in_log("created subscription"));
+
+    char created[CRD_GUID_LEN + 1];
+    current_id(created);
+    ck_assert_str_ne(created, old);
+    ck_assert_int_eq(count_requests("DELETE /v1.0/subscriptions/"), 1);
+    assert_one_subscription();
+    stop_world();
+}
+END_TEST
+
 START_TEST(patch_not_found_recreates_and_backfills)
 {
     const char *call_id = "3f8a2c1e-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
@@ -415,6 +455,7 @@ int main(void)
     tcase_add_test(tcase, renewal_precedes_expiry);
     tcase_add_test(tcase, restart_adopts_subscription);
     tcase_add_test(tcase, conflict_on_create_adopts);
+    tcase_add_test(tcase, new_client_state_replaces_subscription);
     tcase_add_test(tcase, patch_not_found_recreates_and_backfills);
     tcase_add_test(tcase, removed_and_missed_events_backfill);
     tcase_add_test(tcase, reauthorization_burst_makes_one_patch);
