@@ -45,11 +45,13 @@ static int reconcile_record(const char *id, int64_t version, void *context, stru
         stored >= version) {
         return 0;
     }
-    /*
-     * NOTE: a call whose job is still pending (a fetch waiting out a 404, for
-     * one) is enqueued again on every pass. The store coalesces it into that
-     * job, but it counts as enqueued in the pass's log line.
-     */
+    /* A pending job fetches the newest version anyway, so the call is not new work. */
+    bool pending = false;
+    if (crd_store_job_pending(listing->store, listing->tenant_id, id, &pending, &lookup_err) ==
+            0 &&
+        pending) {
+        return 0;
+    }
     struct crd_job_notice notice = {
         .tenant_id = listing->tenant_id,
         .call_id = id,

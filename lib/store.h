@@ -230,6 +230,13 @@ int crd_store_newest_notified_job(struct crd_store *store, const char *tenant_id
                                   int64_t *ret_notified_at_ms,
                                   char ret_tenant_id[CRD_GUID_LEN + 1], struct crd_error *err);
 
+/*
+ * Sets *ret_pending to whether the call has a job waiting for its fetch
+ * (state pending), which will fetch the newest version anyway.
+ */
+int crd_store_job_pending(struct crd_store *store, const char *tenant_id, const char *call_id,
+                          bool *ret_pending, struct crd_error *err);
+
 /* Newest stored version of a call, or -ENOENT. */
 int crd_store_newest_version(struct crd_store *store, const char *tenant_id, const char *call_id,
                              int64_t *ret_version, struct crd_error *err);

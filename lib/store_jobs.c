@@ -352,6 +352,45 @@ out:
     return r;
 }
 
+static const char job_pending_sql[] =
+    "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND call_id = ?2 AND state = 'pending'";
+
+int crd_store_job_pending(struct crd_store *store, const char *tenant_id, const char *call_id,
+                          bool *ret_pending, struct crd_error *err)
+{
+    if (store == NULL || tenant_id == NULL || call_id == NULL || ret_pending == NULL) {
+        return crd_error_set(err, -EINVAL,
+                             "store: job_pending called without a store, tenant or call id");
+    }
+
+    pthread_mutex_lock(&store->lock);
+    sqlite3_stmt *stmt = NULL;
+    int r = crd_store_statement_locked(store, CRD_STORE_STMT_JOB_PENDING, job_pending_sql, &stmt,
+                                       err);
+    if (r < 0) {
+        goto out;
+    }
+    int rc = crd_store_bind_text(stmt, 1, tenant_id);
+    if (rc == SQLITE_OK) {
+        rc = crd_store_bind_text(stmt, 2, call_id);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+    }
+    if (rc != SQLITE_ROW) {
+        r = crd_store_fail(store, rc, "looking up the call's pending job", err);
+        goto out;
+    }
+    *ret_pending = sqlite3_column_int64(stmt, 0) > 0;
+
+out:
+    if (stmt != NULL) {
+        crd_store_statement_done(stmt);
+    }
+    pthread_mutex_unlock(&store->lock);
+    return r;
+}
+
 int crd_store_newest_version(struct crd_store *store, const char *tenant_id, const char *call_id,
                              int64_t *ret_version, struct crd_error *err)
 {

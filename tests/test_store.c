@@ -1466,6 +1466,34 @@ START_TEST(test_notice_during_fetch_waits_for_window)
 }
 END_TEST
 
+START_TEST(test_job_pending_until_claimed)
+{
+    struct test_env env;
+    env_init(&env);
+    struct crd_store *store = open_store(&env);
+    struct crd_error err = {0};
+    bool pending = true;
+    ck_assert_int_eq(crd_store_job_pending(store, TENANT_ID, CALL_A, &pending, &err), 0);
+    ck_assert(!pending);
+
+    struct crd_job_notice notice = make_notice(CALL_A, NOTIFIED_AT);
+    enqueue_ok(store, &notice, 1);
+    ck_assert_int_eq(crd_store_job_pending(store, TENANT_ID, CALL_A, &pending, &err), 0);
+    ck_assert(pending);
+    ck_assert_int_eq(crd_store_job_pending(store, TENANT_ID, CALL_B, &pending, &err), 0);
+    ck_assert(!pending);
+
+    struct crd_job job;
+    claim_ok(store, NOTIFIED_AT, &job);
+    ck_assert_int_eq(crd_store_job_pending(store, TENANT_ID, CALL_A, &pending, &err), 0);
+    ck_assert(!pending);
+    ck_assert_int_eq(crd_store_job_pending(store, NULL, CALL_A, &pending, &err), -EINVAL);
+
+    crd_store_close(store);
+    env_cleanup(&env);
+}
+END_TEST
+
 START_TEST(test_fail_job_marks_failed)
 {
     struct test_env env;
@@ -1782,6 +1810,7 @@ static Suite *store_suite(void)
     tcase_add_test(jobs, test_notification_with_earlier_stamp_rearms);
     tcase_add_test(jobs, test_reschedule_job_counts_attempts);
     tcase_add_test(jobs, test_postpone_job_keeps_attempts);
+    tcase_add_test(jobs, test_job_pending_until_claimed);
     tcase_add_test(jobs, test_burst_within_window_makes_one_due_job);
     tcase_add_test(jobs, test_notice_during_fetch_waits_for_window);
     tcase_add_test(jobs, test_fail_job_marks_failed);
