@@ -36,7 +36,7 @@ static void add_fetcher_metrics(struct services *services, struct crd_metrics *m
                        duplicates);
 }
 
-/* One gauge per tenant: 1 while its circuit breaker holds fetching back. */
+/* One gauge per tenant: 1 while its circuit breaker pauses its fetching. */
 static void add_outage_metrics(struct services *services, struct crd_metrics *metrics)
 {
     for (size_t i = 0; i < services->n_tenants; i++) {

@@ -290,20 +290,11 @@ void tenant_wake_fetcher(struct tenant *tenant)
     }
 }
 
-/*
- * The listener's subscription check. A tenant that holds no subscription
- * yet (its first start, with Graph unreachable or the creation in flight)
- * cannot tell, and the clientState has already proved the sender.
- */
+/* The listener's subscription check, from its handler threads. */
 static bool has_subscription(void *context, const char *subscription_id)
 {
     struct tenant *tenant = context;
-    struct crd_subscription_status status;
-    crd_subscription_get_status(tenant->subscription, &status);
-    if (status.id[0] == '\0') {
-        return true;
-    }
-    return crd_subscription_has_id(tenant->subscription, subscription_id);
+    return crd_subscription_accepts_id(tenant->subscription, subscription_id);
 }
 
 static void hand_lifecycle_event(void *context, enum crd_lifecycle_event event,

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What callrecd runs for one tenant ([tenant NAME], or the [graph]
+ * The parts callrecd runs for one tenant ([tenant NAME], or the [graph]
  * credentials): its clientState, credentials, Graph clients and request
  * budgets, fetch workers with their circuit breaker, reconciler and
- * subscription manager. Tenants share nothing but the store, the sinks and
- * the listener, so a Graph outage or a bad credential in one tenant leaves
- * the others running.
+ * subscription manager. Tenants share only the store, the sinks and the
+ * listener, so a Graph outage or a bad credential in one tenant leaves the
+ * others running.
  */
 #ifndef CRD_DAEMON_TENANT_H
 #define CRD_DAEMON_TENANT_H
@@ -23,7 +23,7 @@
 #include "store.h"
 #include "subscription.h"
 
-/* What a tenant borrows from the rest of the daemon. */
+/* The parts of the daemon that every tenant borrows. */
 struct tenant_shared {
     const struct crd_config *config;
     struct crd_store *store;

@@ -47,9 +47,9 @@ struct crd_listener_tenant {
                                                  configured by domain name) */
     const struct crd_secret *client_state;    /* the expected clientState */
     /*
-     * True when subscription_id is this tenant's subscription, or when the
-     * tenant holds none yet and so cannot tell (first start with Graph
-     * unreachable). NULL accepts every id. Called from handler threads.
+     * Returns whether subscription_id is this tenant's subscription; a
+     * tenant without a subscription yet accepts every id. NULL accepts
+     * every id. Called from handler threads.
      */
     bool (*has_subscription)(void *context, const char *subscription_id);
     /*

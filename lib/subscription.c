@@ -1007,10 +1007,11 @@ void crd_subscription_lifecycle(struct crd_subscription *manager, enum crd_lifec
     }
 }
 
-bool crd_subscription_has_id(struct crd_subscription *manager, const char *subscription_id)
+bool crd_subscription_accepts_id(struct crd_subscription *manager, const char *subscription_id)
 {
-    bool known = false;
     pthread_mutex_lock(&manager->lock);
+    /* Without a subscription there is no id to compare, and the clientState proved the sender. */
+    bool known = manager->status.id[0] == '\0';
     for (size_t i = 0; i < KNOWN_IDS && !known; i++) {
         known = manager->known_ids[i][0] != '\0' &&
                 strcasecmp(manager->known_ids[i], subscription_id) == 0;

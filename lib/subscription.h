@@ -120,12 +120,13 @@ void crd_subscription_lifecycle(struct crd_subscription *manager, enum crd_lifec
                                 const char *subscription_id, const char *tenant_id);
 
 /*
- * True when subscription_id (compared case-insensitively) is the current
- * subscription or one of the few this manager held before, including the
- * one loaded from the store. A notification with any other subscription id
- * is not for this tenant's subscription.
+ * Returns whether a notification with subscription_id (compared
+ * case-insensitively) is for this manager's subscription: the current one,
+ * one of the few before it, or the one loaded from the store. While the
+ * manager has no subscription yet (first start, Graph unreachable or the
+ * creation in flight), every id is accepted, as there is none to compare.
  */
-bool crd_subscription_has_id(struct crd_subscription *manager, const char *subscription_id);
+bool crd_subscription_accepts_id(struct crd_subscription *manager, const char *subscription_id);
 
 void crd_subscription_get_status(struct crd_subscription *manager,
                                  struct crd_subscription_status *ret_status);

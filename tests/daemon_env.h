@@ -61,18 +61,18 @@ int crd_test_env_stop(struct crd_test_env *env);
 void crd_test_env_destroy(struct crd_test_env *env);
 
 /*
+ * Waits until the daemon's log shows count subscriptions created, adopted or
+ * recreated. Tests that make fakegraph notify call it first, because Graph
+ * never notifies before the subscription exists and callrecd drops a
+ * notification for a subscription other than its own.
+ */
+bool crd_test_env_wait_for_subscriptions(const struct crd_test_env *env, size_t count);
+
+/*
  * Waits until the daemon's log has at least count lines containing needle,
  * re-reading it whenever it changes, for at most timeout_ms. Returns true
  * when they are there.
  */
-/*
- * Waits until the daemon's log shows that it holds count subscriptions
- * (created, adopted or recreated). Tests that make fakegraph notify call it
- * first: Graph never sends a notification before the subscription exists,
- * and callrecd drops one whose subscription id is not the one it holds.
- */
-bool crd_test_env_wait_for_subscriptions(const struct crd_test_env *env, size_t count);
-
 bool crd_test_env_wait_for_lines(const struct crd_test_env *env, const char *needle, size_t count,
                                  int timeout_ms);
 

@@ -419,9 +419,10 @@ static json_int_t summary_status(const json_t *statuses)
 }
 
 /*
- * The subscriptionId for a notification to an explicit notificationUrl: the
- * named one, else that of the tenant's subscription whose notificationUrl it
- * is (so the receiver sees the subscription it holds), else the fixture's.
+ * Copies the subscriptionId for a notification to an explicit
+ * notificationUrl into id: the named one, else that of the tenant's
+ * subscription with this notificationUrl (the one the receiver created),
+ * else the fixture's.
  */
 static void url_subscription_id(struct fakegraph_server *server,
                                 const struct notify_request *notify, int tenant,

@@ -42,7 +42,7 @@ static char *credentials_for(const char *cert_dir, const char *key_dir, const ch
 
 /*
  * Runs callrecd with certificate credentials against fakegraph registered
- * for registered_dir; when it signs_in, waits until it holds its subscription.
+ * for registered_dir; when it signs_in, waits until it has its subscription.
  */
 static void run_with_certificate(const char *client_dir, const char *registered_dir,
                                  const char *algorithm, bool signs_in, struct crd_test_env *env,

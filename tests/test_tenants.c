@@ -2,9 +2,10 @@
 /*
  * Two tenants side by side: one callrecd with two [tenant NAME] sections
  * against one fakegraph that serves both. Each tenant gets its own
- * subscription and records; a notification whose subscriptionId, tenantId
- * and clientState do not belong together is dropped; a Graph outage of one
- * tenant leaves the other fetching; a restart adopts both subscriptions.
+ * subscription and records. A notification whose subscriptionId, tenantId
+ * and clientState do not belong to one tenant is dropped. A Graph outage of
+ * one tenant leaves the other fetching, and a restart adopts both
+ * subscriptions.
  */
 #include "config.h"
 
